@@ -1,0 +1,40 @@
+"""baseline: train small language models from a TOML experiment file.
+
+The package imports nothing heavy at import time; ``model_pipeline`` and the config classes
+are loaded on first use.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "model_pipeline": "baseline.pipeline",
+    "RunResult": "baseline.pipeline",
+    "ExperimentConfig": "baseline.config",
+    "RunConfig": "baseline.config",
+    "TrainConfig": "baseline.config",
+    "LoggingConfig": "baseline.config",
+    "validate_experiment_config": "baseline.validation",
+    "load_experiment": "baseline.loading",
+    "hookimpl": "baseline.hookspecs",
+}
+
+__all__ = [*_EXPORTS, "__version__"]
+
+if TYPE_CHECKING:
+    from baseline.config import ExperimentConfig, LoggingConfig, RunConfig, TrainConfig
+    from baseline.hookspecs import hookimpl
+    from baseline.loading import load_experiment
+    from baseline.pipeline import RunResult, model_pipeline
+    from baseline.validation import validate_experiment_config
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'baseline' has no attribute {name!r}")
+    return getattr(import_module(module), name)

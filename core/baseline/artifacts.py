@@ -1,0 +1,120 @@
+"""Crash-safe artifact writing and the run directory.
+
+Every file is written to a temporary file in the destination directory, flushed, fsynced and
+renamed into place, so a crash never leaves a half-written artifact under the final name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from baseline.errors import RunDirectoryError
+
+RUN_CONFIG_FILENAME = "run_config.json"
+INFERENCE_CONFIG_FILENAME = "inference_config.json"
+METRICS_FILENAME = "metrics.jsonl"
+
+
+@contextlib.contextmanager
+def atomic_file(path: Path, mode: str = "wb") -> Iterator[IO[Any]]:
+    """Open a temporary sibling of ``path`` for writing; rename it over ``path`` on success."""
+    path = Path(path)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, mode) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        _fsync_directory(path.parent)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _fsync_directory(directory: Path) -> None:
+    with contextlib.suppress(OSError):  # not every filesystem lets a directory be fsynced
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    with atomic_file(path, "w") as handle:
+        handle.write(text)
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    """Write ``data`` as indented JSON to ``path`` atomically."""
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def atomic_write_with(path: Path, writer: Callable[[IO[bytes]], None]) -> None:
+    """Let ``writer`` fill a binary handle that is then renamed atomically onto ``path``."""
+    with atomic_file(path, "wb") as handle:
+        writer(handle)
+
+
+def prepare_run_directory(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
+    """Create ``run_dir``; an existing non-empty one needs ``resume`` or ``overwrite``."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunDirectoryError(f"{run_dir}: exists and is not a directory; choose another run.run_name")
+    if run_dir.is_dir() and any(run_dir.iterdir()) and not resume:
+        if not overwrite:
+            raise RunDirectoryError(
+                f"{run_dir}: run directory already exists; resume it with --resume "
+                "(run.resume_from_checkpoint = true), replace it with --overwrite "
+                "(run.overwrite = true), or choose another run.run_name"
+            )
+        shutil.rmtree(run_dir)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise RunDirectoryError(
+            f"{run_dir}: cannot write the run directory ({error.strerror}); "
+            "set run.artifacts_root to a writable directory"
+        ) from None
+
+
+class MetricsFile:
+    """``metrics.jsonl``: one JSON object per logged record, appended and flushed."""
+
+    def __init__(self, path: Path, *, keep_up_to_step: int | None = None) -> None:
+        self.path = path
+        if keep_up_to_step is not None and path.exists():
+            self._truncate_after(keep_up_to_step)
+        self._handle = path.open("a", encoding="utf-8")
+
+    def _truncate_after(self, step: int) -> None:
+        kept = []
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut short by a crash
+            if record.get("step", 0) <= step:
+                kept.append(line)
+        atomic_write_text(self.path, "".join(f"{line}\n" for line in kept))
+
+    def write(self, record: dict[str, Any]) -> None:
+        """Append ``record`` as one line."""
+        self._handle.write(json.dumps(record) + "\n")
+        self._handle.flush()
+
+    def close(self) -> None:
+        """Close the file."""
+        self._handle.close()

@@ -1,0 +1,161 @@
+"""Command line: ``baseline run|validate|plugins`` and ``baseline-run``.
+
+Every user-facing failure prints one line on stderr and exits non-zero (2 for bad input, 1
+for a failed training run, 130/143 when interrupted); no traceback unless
+``BASELINE_DEBUG=1``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+from baseline.errors import BaselineError
+
+DEBUG_ENV = "BASELINE_DEBUG"
+
+
+def _add_experiment_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("experiment", help="path to an experiment TOML file")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, value parsed as TOML (repeatable): --set train.epochs=2",
+    )
+
+
+def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    _add_experiment_arguments(parser)
+    parser.add_argument(
+        "--resume", action="store_true", help="continue the run from its newest checkpoint"
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace an existing run directory"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``baseline`` argument parser."""
+    parser = argparse.ArgumentParser(
+        prog="baseline",
+        description="Train small language models from a TOML experiment file.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run = commands.add_parser("run", help="train an experiment end to end")
+    _add_run_arguments(run)
+    validate = commands.add_parser("validate", help="check an experiment file without training")
+    _add_experiment_arguments(validate)
+    commands.add_parser("plugins", help="list installed plugins and their components")
+    return parser
+
+
+def _load(path: str, overrides: Sequence[str]):  # type: ignore[no-untyped-def]
+    from baseline.loading import load_experiment
+    from baseline.plugins import default_plugins
+    from baseline.validation import validate_experiment_config
+
+    registry = default_plugins().registry
+    config = load_experiment(path, registry, overrides)
+    validate_experiment_config(config, registry, source=path)
+    return config
+
+
+def command_run(args: argparse.Namespace) -> int:
+    """Train the experiment."""
+    overrides = list(args.overrides)
+    if args.resume:
+        overrides.append("run.resume_from_checkpoint=true")
+    if args.overwrite:
+        overrides.append("run.overwrite=true")
+    config = _load(args.experiment, overrides)
+    from baseline.pipeline import model_pipeline
+
+    model_pipeline(config, source=args.experiment)
+    return 0
+
+
+def command_validate(args: argparse.Namespace) -> int:
+    """Load and validate the experiment; print a summary."""
+    config = _load(args.experiment, args.overrides)
+    from baseline.plugins import default_plugins
+
+    registry = default_plugins().registry
+    names = {
+        section: registry.name_of(section, getattr(config, section))
+        for section in ("dataset", "tokenizer", "model", "split")
+    }
+    summary = ", ".join(f"{k}={v}" for k, v in names.items())
+    print(f"{args.experiment}: valid ({summary}, logging={'+'.join(config.logging.provider)})")
+    return 0
+
+
+def command_plugins(_args: argparse.Namespace) -> int:
+    """List installed plugins, their components and load failures."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from baseline.plugins import default_plugins
+
+    plugin_set = default_plugins()
+    table = Table(title="baseline plugins")
+    for column in ("distribution", "version", "entry point", "components"):
+        table.add_column(column)
+    for info in sorted(plugin_set.plugins, key=lambda i: (i.distribution, i.entry_point)):
+        components = ", ".join(f"{kind} {name}" for kind, name in info.components) or "-"
+        table.add_row(info.distribution, info.version, info.entry_point, components)
+    console = Console()
+    console.print(table)
+    for failure in plugin_set.failures:
+        console.print(f"[red]failed:[/red] {failure.describe()}", highlight=False)
+    return 0
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "run": command_run,
+    "validate": command_validate,
+    "plugins": command_plugins,
+}
+
+
+def _execute(handler: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    try:
+        return handler(args)
+    except BaselineError as error:
+        if os.environ.get(DEBUG_ENV):
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:
+        if os.environ.get(DEBUG_ENV):
+            raise
+        print(
+            f"error: unexpected {type(error).__name__}: {error} "
+            f"(set {DEBUG_ENV}=1 to see the traceback)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``baseline``."""
+    args = build_parser().parse_args(argv)
+    return _execute(COMMANDS[args.command], args)
+
+
+def run_main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``baseline-run`` (the same as ``baseline run``)."""
+    parser = argparse.ArgumentParser(prog="baseline-run", description="Train an experiment end to end.")
+    _add_run_arguments(parser)
+    return _execute(command_run, parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,237 @@
+"""Typed experiment configuration: attrs classes, frozen and validated on construction.
+
+The core owns the sections every experiment has (``run``, ``train``, ``logging``) and the
+base classes that plugins subclass for their own component configs (``dataset``,
+``tokenizer``, ``model``, ``split`` and one ``[logging.<provider>]`` table per logger).
+Per-field rules (types, ranges) run when a config is constructed; rules that relate
+fields to each other run in :func:`baseline.validation.validate_experiment_config`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, Literal, TypeVar
+
+import attrs
+
+from baseline.errors import FieldError
+
+__all__ = [
+    "ComponentConfig",
+    "DatasetConfig",
+    "ExperimentConfig",
+    "LoggerConfig",
+    "LoggingConfig",
+    "ModelConfig",
+    "RunConfig",
+    "SplitConfig",
+    "TokenizerConfig",
+    "TrainConfig",
+    "at_least",
+    "between",
+    "config_class",
+    "path_field",
+]
+
+_C = TypeVar("_C")
+
+#: Decorator for every config class, core or plugin: frozen, keyword-only attrs classes.
+config_class: Callable[[type[_C]], type[_C]] = attrs.frozen(kw_only=True)
+
+PATH_METADATA_KEY = "baseline_path"
+
+
+def path_field(default: Any = attrs.NOTHING, **kwargs: Any) -> Any:
+    """An attrs field holding a filesystem path.
+
+    Relative paths in an experiment file are resolved against the directory of that file,
+    so an experiment runs the same from any working directory.
+    """
+    metadata = {**kwargs.pop("metadata", {}), PATH_METADATA_KEY: True}
+    return attrs.field(default=default, metadata=metadata, **kwargs)
+
+
+def at_least(minimum: float, *, exclusive: bool = False) -> Callable[[Any, Any, Any], None]:
+    """Validator: the value is ``>= minimum`` (``> minimum`` when ``exclusive``)."""
+
+    def check(_instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if value is None:
+            return
+        if value < minimum or (exclusive and value == minimum):
+            op = ">" if exclusive else ">="
+            raise FieldError(attribute.name, f"must be {op} {minimum}, got {value!r}")
+
+    return check
+
+
+def between(
+    low: float, high: float, *, low_inclusive: bool = False, high_inclusive: bool = True
+) -> Callable[[Any, Any, Any], None]:
+    """Validator: the value lies in the interval from ``low`` to ``high``."""
+
+    def check(_instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        above = value >= low if low_inclusive else value > low
+        below = value <= high if high_inclusive else value < high
+        if not (above and below):
+            left = "[" if low_inclusive else "("
+            right = "]" if high_inclusive else ")"
+            raise FieldError(
+                attribute.name, f"must be in {left}{low}, {high}{right}, got {value!r}"
+            )
+
+    return check
+
+
+def _non_empty(_instance: Any, attribute: attrs.Attribute[Any], value: str) -> None:
+    if not value.strip():
+        raise FieldError(attribute.name, "must not be empty")
+
+
+def _file_name(_instance: Any, attribute: attrs.Attribute[Any], value: str) -> None:
+    if not value.strip() or "/" in value or "\\" in value or value in {".", ".."}:
+        raise FieldError(attribute.name, f"must be a plain file name, got {value!r}")
+
+
+def _run_name(_instance: Any, attribute: attrs.Attribute[Any], value: str | None) -> None:
+    if value is not None:
+        _file_name(_instance, attribute, value)
+
+
+@config_class
+class ComponentConfig:
+    """Base of every pluggable component's config.
+
+    Subclass one of the kind-specific bases below, decorate with :data:`config_class`, and
+    register the class with your component. Override :meth:`validate` for rules that relate
+    several fields (raise :class:`baseline.errors.FieldError` naming the field).
+    """
+
+    def validate(self, experiment: ExperimentConfig) -> None:
+        """Check rules that span fields; ``experiment`` gives access to the other sections."""
+
+
+@config_class
+class DatasetConfig(ComponentConfig):
+    """Base class of dataset configs (the ``[dataset]`` table)."""
+
+
+@config_class
+class TokenizerConfig(ComponentConfig):
+    """Base class of tokenizer configs (the ``[tokenizer]`` table)."""
+
+
+@config_class
+class ModelConfig(ComponentConfig):
+    """Base class of model configs (the ``[model]`` table)."""
+
+
+@config_class
+class SplitConfig(ComponentConfig):
+    """Base class of train/validation split configs (the ``[split]`` table)."""
+
+
+@config_class
+class LoggerConfig(ComponentConfig):
+    """Base class of metrics logger configs (a ``[logging.<provider>]`` table)."""
+
+
+@config_class
+class RunConfig:
+    """Where a run writes its artifacts, how it checkpoints, and what it needs installed."""
+
+    project_name: str = attrs.field(default="baseline", validator=_non_empty)
+    artifacts_root: str = path_field(default="runs", validator=_non_empty)
+    #: Directory name under ``artifacts_root``; when unset, ``<project_name>-<timestamp>``.
+    run_name: str | None = attrs.field(default=None, validator=_run_name)
+    resume_from_checkpoint: bool = False
+    #: Replace an existing run directory instead of refusing to start.
+    overwrite: bool = False
+    #: Save a checkpoint every N optimizer steps (0: only at the end of training).
+    checkpoint_every_n_steps: int = attrs.field(default=250, validator=at_least(0))
+    checkpoint_filename: str = attrs.field(default="baseline_checkpoint.pt", validator=_file_name)
+    final_model_filename: str = attrs.field(default="baseline_model.pt", validator=_file_name)
+    seed: int = attrs.field(default=1337, validator=at_least(0))
+    #: Plugin distributions the experiment needs, as PEP 508 requirements.
+    requires: tuple[str, ...] = ()
+
+
+@config_class
+class TrainConfig:
+    """Optimisation and data-windowing settings."""
+
+    epochs: int = attrs.field(default=1, validator=at_least(1))
+    learning_rate: float = attrs.field(default=1e-3, validator=at_least(0, exclusive=True))
+    batch_size: int = attrs.field(default=32, validator=at_least(1))
+    seq_len: int = attrs.field(default=128, validator=at_least(1))
+    #: Distance between the starts of consecutive training windows (default: ``seq_len``).
+    stride: int | None = attrs.field(default=None, validator=at_least(1))
+    #: Fraction of the training windows used each epoch.
+    data_fraction: float = attrs.field(default=1.0, validator=between(0.0, 1.0))
+    weight_decay: float = attrs.field(default=0.1, validator=at_least(0))
+    adam_beta1: float = attrs.field(default=0.9, validator=between(0.0, 1.0, high_inclusive=False))
+    adam_beta2: float = attrs.field(default=0.95, validator=between(0.0, 1.0, high_inclusive=False))
+    #: Clip the global gradient norm to this value (0 disables clipping).
+    grad_clip_norm: float = attrs.field(default=1.0, validator=at_least(0))
+    warmup_steps: int = attrs.field(default=0, validator=at_least(0))
+    lr_schedule: Literal["constant", "cosine"] = "cosine"
+    #: Final learning rate of the cosine schedule, as a fraction of ``learning_rate``.
+    min_lr_ratio: float = attrs.field(default=0.1, validator=between(0.0, 1.0, low_inclusive=True))
+    #: Batch size for validation (default: ``batch_size``).
+    eval_batch_size: int | None = attrs.field(default=None, validator=at_least(1))
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    #: Threads for CPU kernels (0: PyTorch's default).
+    num_threads: int = attrs.field(default=0, validator=at_least(0))
+
+    @property
+    def effective_stride(self) -> int:
+        """The stride actually used: ``stride`` or, when unset, ``seq_len``."""
+        return self.stride if self.stride is not None else self.seq_len
+
+    @property
+    def effective_eval_batch_size(self) -> int:
+        """The validation batch size actually used."""
+        return self.eval_batch_size if self.eval_batch_size is not None else self.batch_size
+
+
+def _providers(value: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return (value,)
+    return tuple(value)
+
+
+def _provider_names(_instance: Any, attribute: attrs.Attribute[Any], value: tuple[str, ...]) -> None:
+    if len(set(value)) != len(value):
+        raise FieldError(attribute.name, f"lists a provider twice: {list(value)}")
+
+
+@config_class
+class LoggingConfig:
+    """Which metrics loggers are on and their settings.
+
+    ``provider`` is one name or a list (``["console", "wandb"]``); each provider's settings
+    come from its ``[logging.<provider>]`` table and are kept in ``loggers`` by name.
+    """
+
+    provider: tuple[str, ...] = attrs.field(
+        default=("console",), converter=_providers, validator=_provider_names
+    )
+    #: Cadence (optimizer steps) of train loss and throughput records.
+    log_every_n_steps: int = attrs.field(default=10, validator=at_least(1))
+    loggers: Mapping[str, LoggerConfig] = attrs.field(factory=dict)
+
+
+@config_class
+class ExperimentConfig:
+    """A whole experiment: one value per TOML section."""
+
+    dataset: DatasetConfig
+    tokenizer: TokenizerConfig
+    model: ModelConfig
+    split: SplitConfig
+    run: RunConfig = attrs.field(factory=RunConfig)
+    train: TrainConfig = attrs.field(factory=TrainConfig)
+    logging: LoggingConfig = attrs.field(factory=LoggingConfig)
+
+    def replace(self, **changes: Any) -> ExperimentConfig:
+        """Return a copy with whole sections replaced."""
+        return attrs.evolve(self, **changes)

@@ -1,0 +1,130 @@
+"""The built-in ``console`` logger: a rich progress bar and end-of-epoch summaries.
+
+It is registered through the ``baseline.plugins`` entry-point group like any other plugin.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from baseline.config import LoggerConfig, config_class
+from baseline.hookspecs import Register, hookimpl
+from baseline.protocols import MetricRecord, RunInfo
+
+
+@config_class
+class ConsoleLoggerConfig(LoggerConfig):
+    """Settings of the ``[logging.console]`` table."""
+
+    #: Draw a live progress bar on a terminal (plain lines are printed otherwise).
+    progress_bar: bool = True
+
+
+class ConsoleLogger:
+    """Factory of :class:`ConsoleSession` objects."""
+
+    def __init__(self, config: ConsoleLoggerConfig, console: Console | None = None) -> None:
+        self.config = config
+        self.console = console or Console(stderr=True)
+
+    def start(self, run: RunInfo) -> ConsoleSession:
+        """Open a session for ``run``."""
+        return ConsoleSession(run, self.config, self.console)
+
+
+class ConsoleSession:
+    """Progress bar with loss, tokens/s and ETA; a table row per epoch."""
+
+    def __init__(self, run: RunInfo, config: ConsoleLoggerConfig, console: Console) -> None:
+        self.run = run
+        self.console = console
+        self.progress: Progress | None = None
+        self.epochs: list[dict[str, Any]] = []
+        console.print(f"[bold]{run.project_name}[/bold] / {run.run_name}: {run.total_steps} steps -> {run.run_dir}")
+        if config.progress_bar and console.is_terminal:
+            self.progress = Progress(
+                TextColumn("epoch {task.fields[epoch]}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("loss {task.fields[loss]}"),
+                TextColumn("{task.fields[rate]} tok/s"),
+                TimeRemainingColumn(),
+                console=console,
+                transient=False,
+            )
+            self.task = self.progress.add_task(
+                "train", total=run.total_steps, completed=run.start_step, epoch=1, loss="-", rate="-"
+            )
+            self.progress.start()
+
+    def log(self, record: MetricRecord) -> None:
+        """Advance the bar on train records; print validation and epoch summaries."""
+        values = record.values
+        if record.phase == "train":
+            loss = values.get("train_loss")
+            rate = values.get("tokens_per_second")
+            if self.progress is not None:
+                self.progress.update(
+                    self.task,
+                    completed=record.step,
+                    epoch=record.epoch,
+                    loss=f"{loss:.4f}" if loss is not None else "-",
+                    rate=f"{rate:,.0f}" if rate is not None else "-",
+                )
+            else:
+                parts = [f"step {record.step}/{self.run.total_steps}", f"epoch {record.epoch}"]
+                if loss is not None:
+                    parts.append(f"loss {loss:.4f}")
+                if rate is not None:
+                    parts.append(f"{rate:,.0f} tok/s")
+                parts.append(f"tokens {record.tokens_seen:,}")
+                self.console.print("  ".join(parts), highlight=False)
+        elif record.phase == "epoch":
+            self.epochs.append({"epoch": record.epoch, "step": record.step, **values})
+            self.console.print(self._epoch_line(record), highlight=False)
+
+    @staticmethod
+    def _epoch_line(record: MetricRecord) -> str:
+        v = record.values
+        fields = [f"epoch {record.epoch} done at step {record.step}"]
+        for key, label in (
+            ("train_loss_epoch", "train loss"),
+            ("val_loss", "val loss"),
+            ("val_perplexity", "val ppl"),
+            ("val_bpb", "val bits/byte"),
+        ):
+            if key in v:
+                fields.append(f"{label} {v[key]:.4f}")
+        return " | ".join(fields)
+
+    def finish(self, exit_code: int) -> None:
+        """Stop the bar and print a summary table of the epochs."""
+        if self.progress is not None:
+            self.progress.stop()
+        if self.epochs:
+            table = Table(title=f"{self.run.run_name}" + ("" if exit_code == 0 else f" (exit {exit_code})"))
+            for column in ("epoch", "step", "train loss", "val loss", "val ppl", "val bits/byte"):
+                table.add_column(column, justify="right")
+            for row in self.epochs:
+                table.add_row(
+                    str(row["epoch"]),
+                    str(row["step"]),
+                    *(
+                        f"{row[key]:.4f}" if key in row else "-"
+                        for key in ("train_loss_epoch", "val_loss", "val_perplexity", "val_bpb")
+                    ),
+                )
+            self.console.print(table)
+
+
+@hookimpl
+def baseline_register_loggers(register: Register) -> None:
+    """Register the ``console`` logger."""
+    register("console", ConsoleLoggerConfig, ConsoleLogger)
+
+
+__all__ = ["ConsoleLogger", "ConsoleLoggerConfig", "ConsoleSession"]

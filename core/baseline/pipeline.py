@@ -1,0 +1,294 @@
+"""``model_pipeline``: validate, resolve components, build data and model, train, write artifacts."""
+
+from __future__ import annotations
+
+import logging
+import random
+import sys
+import time
+from collections.abc import Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import attrs
+import numpy as np
+
+from baseline import artifacts
+from baseline.config import ExperimentConfig
+from baseline.errors import ConfigError, DataError
+from baseline.loading import experiment_to_data, unstructure_config
+from baseline.plugins import PluginSet, default_plugins
+from baseline.protocols import (
+    DatasetAdapter,
+    LoggerSession,
+    MetricRecord,
+    ModelAdapter,
+    RunInfo,
+    SplitAdapter,
+    TokenizerAdapter,
+)
+from baseline.registry import ComponentRegistry
+from baseline.tokens import TokenStream, build_token_stream, check_split_plan
+from baseline.validation import validate_experiment_config
+from baseline.versions import environment_versions
+
+log = logging.getLogger("baseline")
+
+
+@attrs.frozen
+class Components:
+    """The adapters an experiment resolved to."""
+
+    dataset: DatasetAdapter
+    tokenizer: TokenizerAdapter
+    model: ModelAdapter
+    split: SplitAdapter
+
+
+@attrs.frozen
+class PreparedData:
+    """Token arrays for training and validation, and the validation text size in bytes."""
+
+    train_tokens: np.ndarray
+    validation_tokens: np.ndarray
+    validation_bytes: int
+    num_segments: int
+
+
+@attrs.frozen
+class RunResult:
+    """What a finished run produced."""
+
+    run_dir: Path
+    steps: int
+    tokens_seen: int
+    final_metrics: Mapping[str, float]
+
+
+def resolve_components(config: ExperimentConfig, registry: ComponentRegistry) -> Components:
+    """Build every adapter from its registered factory."""
+    built: dict[str, Any] = {}
+    for section in ("dataset", "tokenizer", "model", "split"):
+        section_config = getattr(config, section)
+        component = registry.get(section, registry.name_of(section, section_config))
+        try:
+            built[section] = component.create(section_config)
+        except (ConfigError, DataError):
+            raise
+        except Exception as error:
+            raise DataError(
+                f"{section} {component.name!r} from {component.distribution} failed to build: "
+                f"{type(error).__name__}: {error}"
+            ) from error
+    return Components(**built)
+
+
+def default_run_name(config: ExperimentConfig) -> str:
+    """``<project_name>-<YYYYmmdd-HHMMSS>``."""
+    return f"{config.run.project_name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch."""
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def prepare_data(config: ExperimentConfig, components: Components) -> PreparedData:
+    """Fit the tokenizer, build the token stream, split it, and check it is big enough."""
+    started = time.perf_counter()
+    components.tokenizer.fit(components.dataset.segments())
+    log.info("tokenizer ready: %d tokens in vocabulary (%.1fs)", components.tokenizer.vocab_size, time.perf_counter() - started)
+    started = time.perf_counter()
+    stream = build_token_stream(components.dataset.segments(), components.tokenizer)
+    log.info(
+        "token stream: %s tokens in %s segments (%.1fs)",
+        f"{len(stream.tokens):,}",
+        f"{stream.num_segments:,}",
+        time.perf_counter() - started,
+    )
+    plan = components.split.split(stream.segment_token_counts)
+    check_split_plan(plan, stream.num_segments)
+    prepared = PreparedData(
+        train_tokens=stream.select(np.asarray(plan.train, dtype=np.int64)),
+        validation_tokens=stream.select(np.asarray(plan.validation, dtype=np.int64)),
+        validation_bytes=int(stream.byte_counts[np.asarray(plan.validation, dtype=np.int64)].sum()),
+        num_segments=stream.num_segments,
+    )
+    _check_data_size(config, prepared, stream)
+    return prepared
+
+
+def _check_data_size(config: ExperimentConfig, data: PreparedData, stream: TokenStream) -> None:
+    train = config.train
+    window = train.seq_len + 1
+    if len(data.train_tokens) < window:
+        raise ConfigError(
+            f"the training split has {len(data.train_tokens):,} tokens, fewer than one window of "
+            f"seq_len + 1 = {window}; lower train.seq_len or use more data",
+            key_path="train.seq_len",
+        )
+    windows = (len(data.train_tokens) - window) // train.effective_stride + 1
+    used = int(windows * train.data_fraction)
+    if used < train.batch_size:
+        raise ConfigError(
+            f"the training split gives {used:,} windows (seq_len={train.seq_len}, "
+            f"stride={train.effective_stride}, data_fraction={train.data_fraction}), fewer than "
+            f"one batch of {train.batch_size}; lower train.batch_size or use more data",
+            key_path="train.batch_size",
+        )
+    if len(data.validation_tokens) < window:
+        raise ConfigError(
+            f"the validation split has {len(data.validation_tokens):,} tokens "
+            f"({stream.num_segments:,} segments in all), fewer than one window of {window}; "
+            "lower split.train_fraction or train.seq_len",
+            key_path="split",
+        )
+
+
+def model_pipeline(
+    config: ExperimentConfig,
+    *,
+    plugins: PluginSet | None = None,
+    source: str | None = None,
+) -> RunResult:
+    """Run an experiment end to end and return where its artifacts are.
+
+    Validates ``config``, resolves its components from the installed plugins (or
+    ``plugins``), prepares the data, trains, evaluates, checkpoints and writes
+    ``run_config.json``, ``inference_config.json``, ``metrics.jsonl``, the checkpoint and
+    the final model into ``<artifacts_root>/<run_name>/``.
+    """
+    _ensure_log_handler()
+    plugin_set = plugins if plugins is not None else default_plugins()
+    registry = plugin_set.registry
+    validate_experiment_config(config, registry, source=source)
+    components = resolve_components(config, registry)
+
+    run_name = config.run.run_name or default_run_name(config)
+    run_dir = Path(config.run.artifacts_root) / run_name
+    artifacts.prepare_run_directory(
+        run_dir, resume=config.run.resume_from_checkpoint, overwrite=config.run.overwrite
+    )
+    seed_everything(config.run.seed)
+    data = prepare_data(config, components)
+
+    from baseline.training import Trainer  # torch is imported only once training starts
+
+    config_data = experiment_to_data(config, registry)
+    trainer = Trainer(config, components, data, run_dir, config_data)
+    artifacts.atomic_write_json(
+        run_dir / artifacts.RUN_CONFIG_FILENAME,
+        {
+            "run_name": run_name,
+            "seed": config.run.seed,
+            "config": config_data,
+            "versions": environment_versions(plugin_set),
+            "device": str(trainer.device),
+            "parameters": trainer.num_parameters,
+            "data": {
+                "train_tokens": len(data.train_tokens),
+                "validation_tokens": len(data.validation_tokens),
+                "validation_bytes": data.validation_bytes,
+                "segments": data.num_segments,
+            },
+        },
+    )
+    tokenizer_file = components.tokenizer.save(run_dir)
+    run_info = RunInfo(
+        project_name=config.run.project_name,
+        run_name=run_name,
+        run_dir=run_dir,
+        config=config_data,
+        epochs=config.train.epochs,
+        steps_per_epoch=trainer.steps_per_epoch,
+        total_steps=trainer.total_steps,
+        start_step=trainer.step,
+    )
+    sessions = _start_loggers(config, registry, run_info)
+    metrics_file = artifacts.MetricsFile(
+        run_dir / artifacts.METRICS_FILENAME,
+        keep_up_to_step=trainer.step if trainer.resumed else None,
+    )
+
+    def emit(record: MetricRecord) -> None:
+        metrics_file.write(
+            {
+                "step": record.step,
+                "tokens_seen": record.tokens_seen,
+                "epoch": record.epoch,
+                "phase": record.phase,
+                **record.values,
+            }
+        )
+        for session in sessions:
+            session.log(record)
+
+    exit_code = 1
+    try:
+        final_metrics = trainer.train(emit)
+        trainer.save_final_model()
+        artifacts.atomic_write_json(
+            run_dir / artifacts.INFERENCE_CONFIG_FILENAME,
+            _inference_config(config, registry, components, tokenizer_file),
+        )
+        exit_code = 0
+    except KeyboardInterrupt:
+        exit_code = 130
+        raise
+    finally:
+        metrics_file.close()
+        for session in sessions:
+            session.finish(exit_code)
+    log.info("run complete: artifacts in %s", run_dir)
+    return RunResult(run_dir, trainer.step, trainer.tokens_seen, final_metrics)
+
+
+def _start_loggers(
+    config: ExperimentConfig, registry: ComponentRegistry, run_info: RunInfo
+) -> list[LoggerSession]:
+    sessions: list[LoggerSession] = []
+    for provider in config.logging.provider:
+        component = registry.get("logger", provider)
+        adapter = component.create(config.logging.loggers[provider])
+        sessions.append(adapter.start(run_info))
+    return sessions
+
+
+def _inference_config(
+    config: ExperimentConfig,
+    registry: ComponentRegistry,
+    components: Components,
+    tokenizer_file: str,
+) -> dict[str, Any]:
+    return {
+        "format_version": 1,
+        "model": {
+            "name": registry.name_of("model", config.model),
+            "config": unstructure_config(config.model),
+            "file": config.run.final_model_filename,
+        },
+        "tokenizer": {
+            "name": registry.name_of("tokenizer", config.tokenizer),
+            "config": unstructure_config(config.tokenizer),
+            "file": tokenizer_file,
+        },
+        "vocab_size": components.tokenizer.vocab_size,
+        "end_of_segment_id": components.tokenizer.end_of_segment_id,
+        "seq_len": config.train.seq_len,
+    }
+
+
+def _ensure_log_handler() -> None:
+    """Print the pipeline's progress messages when the caller configured no logging."""
+    if log.handlers or logging.getLogger().handlers:
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False

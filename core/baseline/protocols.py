@@ -1,0 +1,143 @@
+"""The interfaces adapters implement, and the small records passed between core and adapters.
+
+Adapters are plain classes; they satisfy these protocols structurally (no base class
+needed). ``baseline.testing`` has contract checks that exercise each protocol.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+
+import attrs
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+
+@runtime_checkable
+class DatasetAdapter(Protocol):
+    """Yields the corpus as text segments (documents); the core tokenizes and joins them."""
+
+    def segments(self) -> Iterator[str]:
+        """Yield every segment, in a deterministic order; may be called more than once."""
+        ...
+
+
+@runtime_checkable
+class TokenizerAdapter(Protocol):
+    """Turns text into token ids and back, and persists itself to a file."""
+
+    @property
+    def vocab_size(self) -> int:
+        """Number of token ids the model must embed (specials included)."""
+        ...
+
+    @property
+    def end_of_segment_id(self) -> int:
+        """Token appended after every segment when the token stream is built."""
+        ...
+
+    def fit(self, texts: Iterator[str]) -> None:
+        """Make the tokenizer ready: load its configured file, or train on ``texts`` and save.
+
+        ``texts`` is consumed only when training is needed.
+        """
+        ...
+
+    def load(self, path: Path) -> None:
+        """Load a tokenizer previously written by :meth:`save` (used for inference)."""
+        ...
+
+    def save(self, directory: Path) -> str:
+        """Write the tokenizer into ``directory``; return the file name written."""
+        ...
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids of each text, without special tokens."""
+        ...
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """Text of a sequence of token ids."""
+        ...
+
+
+@runtime_checkable
+class ModelAdapter(Protocol):
+    """Builds the network; the module maps token ids ``(B, T)`` to logits ``(B, T, vocab)``."""
+
+    def build(self, vocab_size: int, seq_len: int) -> torch.nn.Module:
+        """Return a freshly initialised module for this vocabulary and context length."""
+        ...
+
+
+@attrs.frozen
+class SplitPlan:
+    """Segment indices (into the dataset's segment order) for training and validation."""
+
+    train: np.ndarray
+    validation: np.ndarray
+
+
+@runtime_checkable
+class SplitAdapter(Protocol):
+    """Assigns each segment of the corpus to training or validation."""
+
+    def split(self, segment_token_counts: np.ndarray) -> SplitPlan:
+        """Return disjoint train/validation segment indices; deterministic for a config."""
+        ...
+
+
+@attrs.frozen
+class RunInfo:
+    """What a logger learns about a run when it starts."""
+
+    project_name: str
+    run_name: str
+    run_dir: Path
+    #: The normalized experiment config as plain data (what ``run_config.json`` holds).
+    config: Mapping[str, Any]
+    epochs: int
+    steps_per_epoch: int
+    total_steps: int
+    #: First step of this process (non-zero when resuming).
+    start_step: int = 0
+
+
+@attrs.frozen
+class MetricRecord:
+    """Metrics logged at one point of training.
+
+    ``phase`` is ``train`` for step metrics, ``validation`` for validation results and
+    ``epoch`` for end-of-epoch summaries.
+    """
+
+    step: int
+    tokens_seen: int
+    epoch: int
+    phase: Literal["train", "validation", "epoch"]
+    values: Mapping[str, float]
+
+
+@runtime_checkable
+class LoggerSession(Protocol):
+    """One logger's view of one run."""
+
+    def log(self, record: MetricRecord) -> None:
+        """Record metrics."""
+        ...
+
+    def finish(self, exit_code: int) -> None:
+        """Close the session; ``exit_code`` is non-zero when the run failed or was stopped."""
+        ...
+
+
+@runtime_checkable
+class LoggerAdapter(Protocol):
+    """Starts a :class:`LoggerSession` for a run."""
+
+    def start(self, run: RunInfo) -> LoggerSession:
+        """Open the session (create the remote run, draw the progress bar, ...)."""
+        ...

@@ -1,0 +1,299 @@
+"""The training loop: AdamW steps over shuffled windows, validation, checkpoints."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+
+from baseline.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
+from baseline.config import ExperimentConfig
+from baseline.errors import ConfigError, TrainingError
+from baseline.optim import build_optimizer, learning_rate_factor
+from baseline.protocols import MetricRecord
+from baseline.windows import EvalWindows, TrainWindows
+
+if TYPE_CHECKING:
+    from baseline.pipeline import Components, PreparedData
+
+log = logging.getLogger("baseline")
+
+#: Config keys that must not change when a run is resumed (the data order and model depend on them).
+RESUME_LOCKED_SECTIONS = ("dataset", "tokenizer", "model", "split")
+RESUME_LOCKED_KEYS = {"train": ("seq_len", "stride", "batch_size", "data_fraction"), "run": ("seed",)}
+
+
+def select_device(requested: str) -> torch.device:
+    """``auto`` picks CUDA, then MPS, then CPU; an unavailable explicit choice is an error."""
+    cuda = torch.cuda.is_available()
+    mps = hasattr(torch.backends, "mps") and torch.backends.mps.is_available()
+    if requested == "auto":
+        return torch.device("cuda" if cuda else "mps" if mps else "cpu")
+    if (requested == "cuda" and not cuda) or (requested == "mps" and not mps):
+        raise ConfigError(f"{requested} is not available on this machine; use \"auto\" or \"cpu\"", key_path="train.device")
+    return torch.device(requested)
+
+
+def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``."""
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{path}."))
+        else:
+            flat[path] = value
+    return flat
+
+
+def locked_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    """Key paths that differ between two config dicts and make resuming unsafe."""
+    old, new = flatten(saved), flatten(current)
+    locked_prefixes = tuple(f"{section}." for section in RESUME_LOCKED_SECTIONS)
+    locked_exact = {f"{section}.{key}" for section, keys in RESUME_LOCKED_KEYS.items() for key in keys}
+    differing = []
+    for key in sorted(set(old) | set(new)):
+        if (key.startswith(locked_prefixes) or key in locked_exact) and old.get(key) != new.get(key):
+            differing.append(key)
+    return differing
+
+
+class Trainer:
+    """Owns the model, optimizer and counters of one run."""
+
+    def __init__(
+        self,
+        config: ExperimentConfig,
+        components: Components,
+        data: PreparedData,
+        run_dir: Path,
+        config_data: Mapping[str, Any],
+    ) -> None:
+        train = config.train
+        if train.num_threads:
+            torch.set_num_threads(train.num_threads)
+        self.config = config
+        self.config_data = config_data
+        self.run_dir = run_dir
+        self.device = select_device(train.device)
+        self.windows = TrainWindows(
+            data.train_tokens,
+            seq_len=train.seq_len,
+            stride=train.effective_stride,
+            batch_size=train.batch_size,
+            data_fraction=train.data_fraction,
+            seed=config.run.seed,
+        )
+        self.eval_windows = EvalWindows(
+            data.validation_tokens, seq_len=train.seq_len, batch_size=train.effective_eval_batch_size
+        )
+        self.tokens_per_byte = len(data.validation_tokens) / max(1, data.validation_bytes)
+        self.model = components.model.build(components.tokenizer.vocab_size, train.seq_len).to(self.device)
+        self.num_parameters = sum(p.numel() for p in self.model.parameters())
+        self.optimizer = build_optimizer(self.model, train)
+        self.steps_per_epoch = self.windows.steps_per_epoch
+        self.total_steps = self.steps_per_epoch * train.epochs
+        self.checkpoint_path = run_dir / config.run.checkpoint_filename
+        self.step = 0
+        self.epoch = 0
+        self.step_in_epoch = 0
+        self.tokens_seen = 0
+        self.best_val_loss = math.inf
+        self.resumed = False
+        log.info(
+            "model: %s parameters on %s; %s training windows, %d steps per epoch",
+            f"{self.num_parameters:,}",
+            self.device,
+            f"{self.windows.num_windows:,}",
+            self.steps_per_epoch,
+        )
+        if config.run.resume_from_checkpoint:
+            self._resume()
+
+    # -- checkpoints -----------------------------------------------------------------------
+
+    def _resume(self) -> None:
+        if not self.checkpoint_path.exists():
+            log.info("no checkpoint in %s yet: starting from the beginning", self.run_dir)
+            return
+        state = load_checkpoint(self.checkpoint_path)
+        differing = locked_differences(state["config"], self.config_data)
+        if differing:
+            raise ConfigError(
+                f"cannot resume {self.checkpoint_path}: these keys differ from the checkpoint's "
+                f"config: {', '.join(differing)}; restore them or start a new run",
+                key_path="run.resume_from_checkpoint",
+            )
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step = state["step"]
+        self.epoch = state["epoch"]
+        self.step_in_epoch = state["step_in_epoch"]
+        self.tokens_seen = state["tokens_seen"]
+        self.best_val_loss = state["best_val_loss"]
+        restore_rng_state(state["rng"])
+        self.resumed = True
+        log.info("resumed from %s at step %d (epoch %d)", self.checkpoint_path, self.step, self.epoch + 1)
+
+    def save_checkpoint(self) -> None:
+        """Save everything needed to continue from the current step."""
+        save_checkpoint(
+            self.checkpoint_path,
+            {
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "step": self.step,
+                "epoch": self.epoch,
+                "step_in_epoch": self.step_in_epoch,
+                "tokens_seen": self.tokens_seen,
+                "best_val_loss": self.best_val_loss,
+                "rng": capture_rng_state(),
+                "config": dict(self.config_data),
+            },
+        )
+
+    def save_final_model(self) -> None:
+        """Write the trained weights (a state dict) as the final model."""
+        from baseline.artifacts import atomic_write_with
+
+        state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+        atomic_write_with(
+            self.run_dir / self.config.run.final_model_filename,
+            lambda handle: torch.save(state, handle),
+        )
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _loss(self, batch: torch.Tensor) -> torch.Tensor:
+        batch = batch.to(self.device, non_blocking=True)
+        inputs, targets = batch[:, :-1], batch[:, 1:]
+        with self._autocast():
+            logits = self.model(inputs)
+        return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1))
+
+    def _set_learning_rate(self) -> float:
+        lr = self.config.train.learning_rate * learning_rate_factor(
+            self.step, self.total_steps, self.config.train
+        )
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        return lr
+
+    def _batches(self) -> Iterator[tuple[int, torch.Tensor]]:
+        for epoch in range(self.epoch, self.config.train.epochs):
+            start = self.step_in_epoch if epoch == self.epoch else 0
+            for batch in self.windows.batches(epoch, start):
+                yield epoch, batch
+
+    def train(self, emit: Callable[[MetricRecord], None]) -> dict[str, float]:
+        """Run the remaining steps, emitting metric records; return the final metrics."""
+        train = self.config.train
+        log_every = self.config.logging.log_every_n_steps
+        checkpoint_every = self.config.run.checkpoint_every_n_steps
+        tokens_per_step = train.batch_size * train.seq_len
+        final: dict[str, float] = {}
+        loss_sum = torch.zeros((), device=self.device)
+        epoch_loss_sum = torch.zeros((), device=self.device)
+        steps_since_log = epoch_steps = 0
+        last_log_time, last_log_tokens = time.perf_counter(), self.tokens_seen
+        self.model.train()
+        current_epoch = self.epoch
+        for epoch, batch in self._batches():
+            if epoch != current_epoch:
+                current_epoch = epoch
+                epoch_loss_sum.zero_()
+                epoch_steps = 0
+            self.epoch = epoch
+            lr = self._set_learning_rate()
+            loss = self._loss(batch)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if train.grad_clip_norm:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), train.grad_clip_norm)
+            self.optimizer.step()
+            self.step += 1
+            self.step_in_epoch += 1
+            self.tokens_seen += tokens_per_step
+            detached = loss.detach()
+            loss_sum += detached
+            epoch_loss_sum += detached
+            steps_since_log += 1
+            epoch_steps += 1
+
+            if self.step % log_every == 0 or self.step == self.total_steps:
+                mean_loss = loss_sum.item() / steps_since_log
+                self._check_finite(mean_loss)
+                now = time.perf_counter()
+                rate = (self.tokens_seen - last_log_tokens) / max(now - last_log_time, 1e-9)
+                values = {"train_loss": mean_loss, "tokens_per_second": rate, "learning_rate": lr}
+                emit(MetricRecord(self.step, self.tokens_seen, epoch + 1, "train", values))
+                final.update(values)
+                loss_sum.zero_()
+                steps_since_log = 0
+                last_log_time, last_log_tokens = now, self.tokens_seen
+
+            if self.step_in_epoch == self.steps_per_epoch:
+                epoch_loss = epoch_loss_sum.item() / max(epoch_steps, 1)
+                self._check_finite(epoch_loss)
+                metrics = self.evaluate()
+                self.best_val_loss = min(self.best_val_loss, metrics["val_loss"])
+                emit(MetricRecord(self.step, self.tokens_seen, epoch + 1, "validation", metrics))
+                summary = {"train_loss_epoch": epoch_loss, "train_perplexity_epoch": _perplexity(epoch_loss), **metrics}
+                emit(MetricRecord(self.step, self.tokens_seen, epoch + 1, "epoch", summary))
+                final.update(summary)
+                self.epoch = epoch + 1
+                self.step_in_epoch = 0
+
+            if checkpoint_every and self.step % checkpoint_every == 0 and self.step < self.total_steps:
+                self._check_finite(loss.item())
+                self.save_checkpoint()
+        self.save_checkpoint()
+        return final
+
+    def _check_finite(self, loss: float) -> None:
+        if not math.isfinite(loss):
+            raise TrainingError(
+                f"training loss became {loss} at step {self.step}; the last checkpoint "
+                f"({self.checkpoint_path.name}) holds the last good weights. Lower "
+                "train.learning_rate or set train.grad_clip_norm"
+            )
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Validation loss (nats per token), perplexity and bits per byte."""
+        was_training = self.model.training
+        self.model.eval()
+        total = torch.zeros((), dtype=torch.float64, device=self.device)
+        count = 0
+        for batch in self.eval_windows.batches():
+            batch = batch.to(self.device)
+            inputs, targets = batch[:, :-1], batch[:, 1:]
+            with self._autocast():
+                logits = self.model(inputs)
+            total += F.cross_entropy(
+                logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1), reduction="sum"
+            ).double()
+            count += targets.numel()
+        self.model.train(was_training)
+        loss = total.item() / max(count, 1)
+        return {
+            "val_loss": loss,
+            "val_perplexity": _perplexity(loss),
+            "val_bpb": loss / math.log(2) * self.tokens_per_byte,
+        }
+
+
+def _perplexity(loss: float) -> float:
+    return math.exp(min(loss, 50.0))

@@ -1,0 +1,78 @@
+"""Cross-field validation of a whole experiment, run before any work starts."""
+
+from __future__ import annotations
+
+from baseline.config import ComponentConfig, ExperimentConfig
+from baseline.errors import ConfigError, FieldError
+from baseline.loading import COMPONENT_SECTIONS
+from baseline.registry import ComponentRegistry
+from baseline.requirements import check_requirements
+
+
+def validate_experiment_config(
+    config: ExperimentConfig,
+    registry: ComponentRegistry | None = None,
+    *,
+    source: str | None = None,
+) -> None:
+    """Raise a :class:`ConfigError` for the first rule ``config`` breaks.
+
+    Checks that every component is installed and that requirements are met, then the core's
+    own cross-field rules, then each component config's :meth:`ComponentConfig.validate`.
+    """
+    if registry is None:
+        from baseline.plugins import default_plugins
+
+        registry = default_plugins().registry
+    try:
+        _validate(config, registry)
+    except ConfigError as error:
+        raise (error.with_source(source) if source else error) from None
+
+
+def _validate(config: ExperimentConfig, registry: ComponentRegistry) -> None:
+    check_requirements(config.run.requires)
+    for section, kind in COMPONENT_SECTIONS.items():
+        registry.name_of(kind, getattr(config, section))
+    for provider in config.logging.provider:
+        component = registry.get("logger", provider)
+        settings = config.logging.loggers.get(provider)
+        if settings is not None and type(settings) is not component.config_cls:
+            raise ConfigError(
+                f"expected {component.config_cls.__qualname__}, got {type(settings).__qualname__}",
+                key_path=f"logging.{provider}",
+            )
+    for provider in config.logging.loggers:
+        if provider not in config.logging.provider:
+            raise ConfigError(
+                f"settings for a logger that is not enabled; add {provider!r} to logging.provider",
+                key_path=f"logging.{provider}",
+            )
+
+    train = config.train
+    if train.stride is not None and train.stride > train.seq_len:
+        raise ConfigError(
+            f"must be <= seq_len={train.seq_len} (windows would skip tokens), got {train.stride}",
+            key_path="train.stride",
+        )
+    if config.run.resume_from_checkpoint and config.run.run_name is None:
+        raise ConfigError(
+            "resuming needs the run to resume; set run.run_name to its directory name",
+            key_path="run.resume_from_checkpoint",
+        )
+    if config.run.checkpoint_filename == config.run.final_model_filename:
+        raise ConfigError(
+            "must differ from run.checkpoint_filename", key_path="run.final_model_filename"
+        )
+
+    for section in COMPONENT_SECTIONS:
+        _validate_component(getattr(config, section), section, config)
+    for provider, settings in config.logging.loggers.items():
+        _validate_component(settings, f"logging.{provider}", config)
+
+
+def _validate_component(component: ComponentConfig, section: str, config: ExperimentConfig) -> None:
+    try:
+        component.validate(config)
+    except FieldError as error:
+        raise ConfigError(error.message, key_path=f"{section}.{error.field}") from None

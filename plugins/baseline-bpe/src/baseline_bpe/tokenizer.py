@@ -1,0 +1,136 @@
+"""The ``bpe`` adapter: train, persist, verify and use a Hugging Face byte-level BPE."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+from baseline.artifacts import atomic_write_text
+from baseline.errors import ConfigError, DataError
+
+from baseline_bpe.config import BPETokenizerConfig
+
+RUN_DIR_FILENAME = "tokenizer.json"
+
+
+class BPETokenizer:
+    """Byte-level BPE tokenizer adapter."""
+
+    def __init__(self, config: BPETokenizerConfig) -> None:
+        self.config = config
+        self._tokenizer: Tokenizer | None = None
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        """The underlying ``tokenizers.Tokenizer`` (after :meth:`fit` or :meth:`load`)."""
+        if self._tokenizer is None:
+            raise RuntimeError("BPETokenizer used before fit() or load()")
+        return self._tokenizer
+
+    @property
+    def vocab_size(self) -> int:
+        """Vocabulary size including special tokens."""
+        return self.config.vocab_size
+
+    @property
+    def end_of_segment_id(self) -> int:
+        """Id of ``<|endofsegment|>``."""
+        token_id = self.tokenizer.token_to_id(self.config.special_tokens[0])
+        assert token_id is not None
+        return token_id
+
+    def fit(self, texts: Iterator[str]) -> None:
+        """Load ``vocab_path`` when it exists (it must match), else train on ``texts`` and save it."""
+        path = Path(self.config.vocab_path)
+        if path.is_dir():
+            raise ConfigError(
+                f"{path} is a directory; point it at a file, e.g. {path / 'bpe.json'}",
+                key_path="tokenizer.vocab_path",
+            )
+        if path.exists():
+            self._tokenizer = self._read(path, key_path="tokenizer.vocab_path")
+            return
+        self._tokenizer = self._train(texts)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(path, self._tokenizer.to_str())
+        except OSError as error:
+            raise ConfigError(
+                f"cannot write {path} ({error.strerror}); choose a writable location",
+                key_path="tokenizer.vocab_path",
+            ) from None
+
+    def _train(self, texts: Iterator[str]) -> Tokenizer:
+        tokenizer = Tokenizer(models.BPE())
+        tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tokenizer.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(
+            vocab_size=self.config.vocab_size,
+            min_frequency=self.config.min_frequency,
+            special_tokens=self.config.special_tokens,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        )
+        tokenizer.train_from_iterator(texts, trainer=trainer)
+        learned = tokenizer.get_vocab_size(with_added_tokens=True)
+        if learned != self.config.vocab_size:
+            raise DataError(
+                f"tokenizer.base_vocab_size: the corpus only supports "
+                f"{learned - self.config.num_special_tokens} BPE tokens, fewer than "
+                f"{self.config.base_vocab_size}; lower base_vocab_size or min_frequency"
+            )
+        return tokenizer
+
+    def _read(self, path: Path, *, key_path: str) -> Tokenizer:
+        try:
+            tokenizer = Tokenizer.from_file(str(path))
+            model_type = json.loads(tokenizer.to_str())["model"]["type"]
+        except Exception as error:
+            raise ConfigError(
+                f"{path} is not a readable tokenizer file ({type(error).__name__}); delete it to "
+                "train a new one, or point vocab_path elsewhere",
+                key_path=key_path,
+            ) from None
+        found_size = tokenizer.get_vocab_size(with_added_tokens=True)
+        found_specials = [
+            token.content for _, token in sorted(tokenizer.get_added_tokens_decoder().items())
+        ]
+        problems = []
+        if model_type != "BPE":
+            problems.append(f"model {model_type}, expected BPE")
+        if found_size != self.config.vocab_size:
+            problems.append(
+                f"vocab size {found_size}, config asks for {self.config.vocab_size} "
+                f"(base_vocab_size={self.config.base_vocab_size} + "
+                f"num_special_tokens={self.config.num_special_tokens})"
+            )
+        if found_specials != self.config.special_tokens:
+            problems.append(f"special tokens {found_specials}, expected {self.config.special_tokens}")
+        if problems:
+            raise ConfigError(
+                f"{path} does not match the config: {'; '.join(problems)}. Delete it to retrain, "
+                "or point vocab_path at a new file",
+                key_path=key_path,
+            )
+        return tokenizer
+
+    def load(self, path: Path) -> None:
+        """Load a tokenizer file written by :meth:`save` (or by :meth:`fit`)."""
+        self._tokenizer = self._read(path, key_path="tokenizer.file")
+
+    def save(self, directory: Path) -> str:
+        """Write ``tokenizer.json`` into ``directory``."""
+        atomic_write_text(directory / RUN_DIR_FILENAME, self.tokenizer.to_str())
+        return RUN_DIR_FILENAME
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids of each text (no special tokens added)."""
+        encodings = self.tokenizer.encode_batch(list(texts), add_special_tokens=False)
+        return [encoding.ids for encoding in encodings]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """Text of ``ids``; special tokens are dropped."""
+        return self.tokenizer.decode(list(ids), skip_special_tokens=True)

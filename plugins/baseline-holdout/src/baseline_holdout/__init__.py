@@ -1,0 +1,57 @@
+"""baseline plugin: split ``holdout``, a deterministic train/validation holdout by segment."""
+
+from __future__ import annotations
+
+import attrs
+import numpy as np
+
+from baseline.config import SplitConfig, between, config_class
+from baseline.errors import ConfigError
+from baseline.hookspecs import Register, hookimpl
+from baseline.protocols import SplitPlan
+
+__all__ = ["HoldoutSplit", "HoldoutSplitConfig"]
+
+
+@config_class
+class HoldoutSplitConfig(SplitConfig):
+    """Hold out whole segments for validation.
+
+    Segments are taken in corpus order (or in an order shuffled by ``seed``) until
+    ``train_fraction`` of the tokens are in the training split; the rest validate.
+    """
+
+    train_fraction: float = attrs.field(default=0.9, validator=between(0.0, 1.0, high_inclusive=False))
+    seed: int = 42
+    shuffle: bool = False
+
+
+class HoldoutSplit:
+    """Splits segments by cumulative token count."""
+
+    def __init__(self, config: HoldoutSplitConfig) -> None:
+        self.config = config
+
+    def split(self, segment_token_counts: np.ndarray) -> SplitPlan:
+        """Return sorted train and validation segment indices; each side gets >= 1 segment."""
+        counts = np.asarray(segment_token_counts, dtype=np.int64)
+        if len(counts) < 2:
+            raise ConfigError(
+                f"holdout needs at least 2 segments, the dataset has {len(counts)}; "
+                "set dataset.segment_delimiter so the text splits into segments",
+                key_path="split",
+            )
+        order = np.arange(len(counts))
+        if self.config.shuffle:
+            order = np.random.default_rng(self.config.seed).permutation(len(counts))
+        cumulative = np.cumsum(counts[order])
+        target = self.config.train_fraction * cumulative[-1]
+        cut = int(np.searchsorted(cumulative, target, side="left")) + 1
+        cut = min(max(cut, 1), len(counts) - 1)
+        return SplitPlan(train=np.sort(order[:cut]), validation=np.sort(order[cut:]))
+
+
+@hookimpl
+def baseline_register_splits(register: Register) -> None:
+    """Register the ``holdout`` split."""
+    register("holdout", HoldoutSplitConfig, HoldoutSplit)
