@@ -29,7 +29,9 @@ class ConfigError(BaselineError):
 
     def _render(self) -> str:
         parts = [p for p in (self.source, self.key_path) if p]
-        return ": ".join([*parts, self.message])
+        text = ": ".join([*parts, self.message])
+        # User-supplied keys and values may hold line breaks; the message stays one line.
+        return text.replace("\r", "\\r").replace("\n", "\\n")
 
     def with_source(self, source: str) -> ConfigError:
         """Return a copy of this error attributed to ``source`` (a file name)."""

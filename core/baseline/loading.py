@@ -238,7 +238,9 @@ def _collect_problems(error: BaseException, path: str, cls: type[Any] | None) ->
     elif isinstance(error, FieldError):
         problems.append((f"{path}.{error.field}", error.message))
     elif isinstance(error, KeyError):
-        problems.append((f"{path}.{error.args[0]}", "missing required key"))
+        key = str(error.args[0]) if error.args else ""
+        key_path = path if path.endswith(f".{key}") else f"{path}.{key}"
+        problems.append((key_path, "missing required key"))
     else:
         problems.append((path, _friendly(error)))
     return problems

@@ -7,8 +7,9 @@ the other plugins keep working.
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from importlib import metadata
 from typing import Any
 
@@ -160,6 +161,24 @@ def discover(extra: Sequence[PluginSource] = (), *, installed: bool = True) -> P
 
 
 @functools.cache
-def default_plugins() -> PluginSet:
-    """The installed plugins, discovered once per process."""
+def _installed_plugins() -> PluginSet:
     return discover()
+
+
+_active: list[PluginSet] = []
+
+
+def default_plugins() -> PluginSet:
+    """The plugin set in use: the innermost :func:`activated` one, else the installed plugins
+    (discovered once per process)."""
+    return _active[-1] if _active else _installed_plugins()
+
+
+@contextlib.contextmanager
+def activated(plugin_set: PluginSet) -> Iterator[PluginSet]:
+    """Make ``plugin_set`` what :func:`default_plugins` returns inside the ``with`` block."""
+    _active.append(plugin_set)
+    try:
+        yield plugin_set
+    finally:
+        _active.remove(plugin_set)

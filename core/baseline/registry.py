@@ -119,7 +119,7 @@ class ComponentRegistry:
             if type(config) is component.config_cls:
                 return component.name
         raise ConfigError(
-            f"{type(config).__qualname__} is not the config class of any installed {kind}; "
+            f"{type(config).__name__} is not the config class of any installed {kind}; "
             f"installed: {', '.join(self.names(kind)) or 'none'}",
             key_path=SELECTOR_KEY_BY_KIND[kind].split(".")[0],
         )

@@ -1,0 +1,237 @@
+"""Helpers and adapter contract checks for tests, the core's and plugin authors' alike.
+
+Typical use in a plugin's own tests::
+
+    from baseline.testing import check_dataset_adapter, in_process_plugins
+
+    def test_contract(tmp_path):
+        check_dataset_adapter(MyDataset(MyDatasetConfig(path=...)))
+
+    def test_registers():
+        plugin_set = in_process_plugins(my_plugin_module, installed=False)
+        assert plugin_set.registry.get("dataset", "my_dataset")
+
+Every check raises ``AssertionError`` with a message naming the broken rule.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from baseline.plugins import PluginSet, PluginSource, activated, discover
+from baseline.protocols import (
+    DatasetAdapter,
+    LoggerAdapter,
+    MetricRecord,
+    ModelAdapter,
+    RunInfo,
+    SplitAdapter,
+    TokenizerAdapter,
+)
+
+__all__ = [
+    "SAMPLE_TEXTS",
+    "check_dataset_adapter",
+    "check_logger_adapter",
+    "check_model_adapter",
+    "check_split_adapter",
+    "check_tokenizer_adapter",
+    "in_process_plugins",
+    "tiny_experiment_data",
+    "using_plugins",
+]
+
+#: Texts with ASCII, accents, CJK, emoji, whitespace runs and newlines, for round trips.
+SAMPLE_TEXTS = (
+    "ROMEO:\nBut, soft! what light through yonder window breaks?",
+    "  leading and trailing spaces  ",
+    "tabs\tand\nnewlines\r\n",
+    "accents: café naïve façade",
+    "日本語のテキスト",
+    "emoji 🙂🚀 and symbols <|> {} [] \\",
+    "a",
+)
+
+
+def in_process_plugins(
+    *plugins: object, installed: bool = True, distribution: str = "test-plugins"
+) -> PluginSet:
+    """A plugin set from plugin objects (modules, classes or instances with hookimpls).
+
+    With ``installed`` the installed plugins are discovered too, as in a real run.
+    """
+    sources = [
+        PluginSource(plugin, getattr(plugin, "__name__", type(plugin).__name__), distribution, "0")
+        for plugin in plugins
+    ]
+    return discover(sources, installed=installed)
+
+
+@contextlib.contextmanager
+def using_plugins(*plugins: object, installed: bool = True) -> Iterator[PluginSet]:
+    """Activate in-process plugins for the CLI and ``model_pipeline`` inside a ``with`` block."""
+    with activated(in_process_plugins(*plugins, installed=installed)) as plugin_set:
+        yield plugin_set
+
+
+def tiny_experiment_data(workdir: Path, *, corpus: str | None = None) -> dict[str, Any]:
+    """Plain experiment data (as parsed TOML) for a run of a few seconds with the standard
+    plugins (local_text, bpe, baseline_decoder, holdout) and the console logger.
+
+    Writes the corpus to ``workdir/corpus.txt``; artifacts go to ``workdir/runs``.
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    corpus_path = workdir / "corpus.txt"
+    if corpus is None:
+        lines = [f"{text} {i}" for i in range(60) for text in SAMPLE_TEXTS[:4]]
+        corpus = "\n\n".join(lines)
+    corpus_path.write_text(corpus, encoding="utf-8")
+    return {
+        "run": {
+            "project_name": "test",
+            "artifacts_root": str(workdir / "runs"),
+            "run_name": "tiny",
+            "checkpoint_every_n_steps": 5,
+            "seed": 7,
+        },
+        "dataset": {"name": "local_text", "path": str(corpus_path), "segment_delimiter": "\n\n"},
+        "tokenizer": {
+            "name": "bpe",
+            "base_vocab_size": 300,
+            "num_special_tokens": 2,
+            "vocab_path": str(workdir / "bpe.json"),
+        },
+        "model": {"name": "baseline_decoder", "d_model": 32, "n_heads": 2, "layers": 2},
+        "train": {
+            "epochs": 2,
+            "learning_rate": 3e-3,
+            "batch_size": 8,
+            "seq_len": 16,
+            "warmup_steps": 2,
+        },
+        "split": {"name": "holdout", "train_fraction": 0.8, "seed": 1},
+        "logging": {"provider": "console", "log_every_n_steps": 2},
+    }
+
+
+def check_dataset_adapter(adapter: DatasetAdapter) -> list[str]:
+    """Segments are non-empty strings, and a second pass yields the same segments."""
+    assert isinstance(adapter, DatasetAdapter), "adapter has no segments() method"
+    first = list(adapter.segments())
+    assert first, "segments() yielded nothing"
+    for index, segment in enumerate(first):
+        assert isinstance(segment, str), f"segment {index} is {type(segment).__name__}, not str"
+        assert segment.strip(), f"segment {index} is empty or whitespace only"
+    assert list(adapter.segments()) == first, "segments() is not deterministic across passes"
+    return first
+
+
+def check_tokenizer_adapter(
+    make: Any, training_texts: Sequence[str], workdir: Path, texts: Sequence[str] = SAMPLE_TEXTS
+) -> TokenizerAdapter:
+    """``make()`` returns a fresh adapter. Fit, round trip ``texts``, save and reload.
+
+    Checks ids are within ``vocab_size``, ``decode(encode(t)) == t``, the end-of-segment id
+    is valid, and a tokenizer loaded from :meth:`save`'s file encodes identically.
+    """
+    tokenizer: TokenizerAdapter = make()
+    assert isinstance(tokenizer, TokenizerAdapter), "adapter does not satisfy TokenizerAdapter"
+    tokenizer.fit(iter(training_texts))
+    assert tokenizer.vocab_size > 0, "vocab_size must be positive"
+    assert 0 <= tokenizer.end_of_segment_id < tokenizer.vocab_size, "end_of_segment_id out of range"
+    encoded = tokenizer.encode_batch(list(texts))
+    assert len(encoded) == len(texts), "encode_batch returned a different number of sequences"
+    for text, ids in zip(texts, encoded, strict=True):
+        assert all(0 <= i < tokenizer.vocab_size for i in ids), f"ids out of range for {text!r}"
+        assert tokenizer.end_of_segment_id not in ids, f"special token in the encoding of {text!r}"
+        decoded = tokenizer.decode(ids)
+        assert decoded == text, f"round trip changed {text!r} into {decoded!r}"
+    workdir.mkdir(parents=True, exist_ok=True)
+    file_name = tokenizer.save(workdir)
+    assert (workdir / file_name).is_file(), f"save() did not write {file_name}"
+    reloaded: TokenizerAdapter = make()
+    reloaded.load(workdir / file_name)
+    assert reloaded.encode_batch(list(texts)) == encoded, "a reloaded tokenizer encodes differently"
+    assert reloaded.vocab_size == tokenizer.vocab_size, "a reloaded tokenizer has another vocab size"
+    return tokenizer
+
+
+def check_model_adapter(adapter: ModelAdapter, *, vocab_size: int = 64, seq_len: int = 12) -> Any:
+    """The module maps ``(B, T)`` ids to ``(B, T, vocab)`` logits, is causal, and trains."""
+    import torch
+
+    assert isinstance(adapter, ModelAdapter), "adapter has no build() method"
+    torch.manual_seed(0)
+    model = adapter.build(vocab_size, seq_len)
+    assert isinstance(model, torch.nn.Module), "build() must return a torch.nn.Module"
+    model.eval()
+    tokens = torch.randint(0, vocab_size, (3, seq_len))
+    logits = model(tokens)
+    assert tuple(logits.shape) == (3, seq_len, vocab_size), f"logits shape {tuple(logits.shape)}"
+    assert torch.isfinite(logits).all(), "logits are not finite"
+    changed = tokens.clone()
+    cut = seq_len // 2
+    changed[:, cut:] = (changed[:, cut:] + 1) % vocab_size
+    with torch.no_grad():
+        before, after = model(tokens), model(changed)
+    assert torch.allclose(before[:, :cut], after[:, :cut], atol=1e-5), (
+        "the model is not causal: changing later tokens changed earlier logits"
+    )
+    shorter = model(tokens[:, : seq_len - 2])
+    assert tuple(shorter.shape) == (3, seq_len - 2, vocab_size), "shorter inputs must work"
+    model.train()
+    loss = torch.nn.functional.cross_entropy(
+        model(tokens[:, :-1]).reshape(-1, vocab_size), tokens[:, 1:].reshape(-1)
+    )
+    loss.backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert grads and all(g is not None for g in grads), "some parameters got no gradient"
+    return model
+
+
+def check_split_adapter(adapter: SplitAdapter, segment_token_counts: Sequence[int]) -> Any:
+    """Train and validation are disjoint, in range, non-empty, and deterministic."""
+    counts = np.asarray(segment_token_counts, dtype=np.int64)
+    assert isinstance(adapter, SplitAdapter), "adapter has no split() method"
+    plan = adapter.split(counts)
+    train, validation = np.asarray(plan.train), np.asarray(plan.validation)
+    assert len(train) and len(validation), "both sides of the split must be non-empty"
+    for name, side in (("train", train), ("validation", validation)):
+        assert side.min() >= 0 and side.max() < len(counts), f"{name} indices out of range"
+        assert len(np.unique(side)) == len(side), f"{name} repeats a segment"
+    assert not np.intersect1d(train, validation).size, "a segment is in both train and validation"
+    again = adapter.split(counts.copy())
+    assert np.array_equal(again.train, plan.train), "split is not deterministic"
+    assert np.array_equal(again.validation, plan.validation), "split is not deterministic"
+    return plan
+
+
+def check_logger_adapter(adapter: LoggerAdapter, run_dir: Path) -> None:
+    """A session starts, accepts a record of every phase, and finishes with 0 and non-zero."""
+    assert isinstance(adapter, LoggerAdapter), "adapter has no start() method"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    info = RunInfo(
+        project_name="contract",
+        run_name="contract-run",
+        run_dir=run_dir,
+        config={"train": {"epochs": 1}},
+        epochs=1,
+        steps_per_epoch=4,
+        total_steps=4,
+    )
+    records: list[Mapping[str, float]] = [
+        {"train_loss": 3.0, "tokens_per_second": 1000.0, "learning_rate": 1e-3},
+        {"val_loss": 2.5, "val_perplexity": math.exp(2.5), "val_bpb": 1.5},
+        {"train_loss_epoch": 3.0, "val_loss": 2.5},
+    ]
+    for exit_code in (0, 1):
+        session = adapter.start(info)
+        for phase, values in zip(("train", "validation", "epoch"), records, strict=True):
+            session.log(MetricRecord(step=4, tokens_seen=64, epoch=1, phase=phase, values=values))  # type: ignore[arg-type]
+        session.finish(exit_code)

@@ -1,0 +1,82 @@
+"""Token stream, windows and batches."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from baseline.errors import DataError
+from baseline.protocols import SplitPlan
+from baseline.tokens import build_token_stream, check_split_plan
+from baseline.windows import EvalWindows, TrainWindows, window_starts
+
+
+class CharTokenizer:
+    """A real (if simple) tokenizer: one id per code point below 128."""
+
+    vocab_size = 129
+    end_of_segment_id = 128
+
+    def encode_batch(self, texts):  # type: ignore[no-untyped-def]
+        return [[ord(c) for c in t] for t in texts]
+
+
+def test_token_stream_joins_segments_with_end_of_segment() -> None:
+    stream = build_token_stream(["ab", "c", "de"], CharTokenizer())  # type: ignore[arg-type]
+    assert stream.tokens.tolist() == [97, 98, 128, 99, 128, 100, 101, 128]
+    assert stream.offsets.tolist() == [0, 3, 5, 8]
+    assert stream.segment_token_counts.tolist() == [3, 2, 3]
+    assert stream.byte_counts.tolist() == [2, 1, 2]
+    assert stream.select(np.array([2, 0])).tolist() == [100, 101, 128, 97, 98, 128]
+
+
+def test_empty_stream_is_an_error() -> None:
+    with pytest.raises(DataError, match="no segments"):
+        build_token_stream([], CharTokenizer())  # type: ignore[arg-type]
+
+
+def test_split_plan_checks() -> None:
+    with pytest.raises(DataError, match="both train and validation"):
+        check_split_plan(SplitPlan(np.array([0, 1]), np.array([1])), 3)
+    with pytest.raises(DataError, match="outside"):
+        check_split_plan(SplitPlan(np.array([0, 5]), np.array([1])), 3)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(0, 300), st.integers(1, 40), st.integers(1, 40))
+def test_window_starts_cover_full_windows_only(num_tokens: int, seq_len: int, stride: int) -> None:
+    starts = window_starts(num_tokens, seq_len, stride)
+    assert all(start + seq_len + 1 <= num_tokens for start in starts)
+    if len(starts):
+        assert starts[0] == 0 and np.all(np.diff(starts) == stride)
+        assert starts[-1] + stride + seq_len + 1 > num_tokens  # no full window left out
+
+
+def test_train_batches_are_windows_of_the_stream_and_deterministic() -> None:
+    tokens = np.arange(1000, dtype=np.uint16)
+    windows = TrainWindows(tokens, seq_len=8, stride=4, batch_size=5, data_fraction=0.5, seed=3)
+    assert windows.num_windows == int(len(window_starts(1000, 8, 4)) * 0.5)
+    batches = list(windows.batches(epoch=0))
+    assert len(batches) == windows.steps_per_epoch
+    for batch in batches:
+        assert batch.shape == (5, 9)
+        assert torch.all(batch[:, 1:] - batch[:, :-1] == 1)  # consecutive tokens
+        assert torch.all(batch[:, 0] % 4 == 0) and torch.all(batch[:, 0] < windows.num_windows * 4)
+    again = list(TrainWindows(tokens, seq_len=8, stride=4, batch_size=5, data_fraction=0.5, seed=3).batches(0))
+    assert all(torch.equal(a, b) for a, b in zip(batches, again, strict=True))
+    other_epoch = list(windows.batches(epoch=1))
+    assert not all(torch.equal(a, b) for a, b in zip(batches, other_epoch, strict=True))
+    resumed = list(windows.batches(epoch=0, start_step=3))
+    assert all(torch.equal(a, b) for a, b in zip(batches[3:], resumed, strict=True))
+
+
+def test_eval_windows_cover_the_split_once() -> None:
+    tokens = np.arange(105, dtype=np.int32)
+    windows = EvalWindows(tokens, seq_len=10, batch_size=4)
+    batches = list(windows.batches())
+    assert [b.shape[0] for b in batches] == [4, 4, 2]
+    firsts = torch.cat([b[:, 0] for b in batches]).tolist()
+    assert firsts == list(range(0, 100, 10))
