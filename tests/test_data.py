@@ -65,7 +65,11 @@ def test_train_batches_are_windows_of_the_stream_and_deterministic() -> None:
         assert batch.shape == (5, 9)
         assert torch.all(batch[:, 1:] - batch[:, :-1] == 1)  # consecutive tokens
         assert torch.all(batch[:, 0] % 4 == 0) and torch.all(batch[:, 0] < windows.num_windows * 4)
-    again = list(TrainWindows(tokens, seq_len=8, stride=4, batch_size=5, data_fraction=0.5, seed=3).batches(0))
+    again = list(
+        TrainWindows(tokens, seq_len=8, stride=4, batch_size=5, data_fraction=0.5, seed=3).batches(
+            0
+        )
+    )
     assert all(torch.equal(a, b) for a, b in zip(batches, again, strict=True))
     other_epoch = list(windows.batches(epoch=1))
     assert not all(torch.equal(a, b) for a, b in zip(batches, other_epoch, strict=True))

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import REPO_ROOT, write_toml
 
 from baseline.config import ExperimentConfig
 from baseline.errors import ConfigError
@@ -18,7 +19,6 @@ from baseline.loading import (
     parse_override,
 )
 from baseline.registry import ComponentRegistry
-from conftest import REPO_ROOT, write_toml
 
 
 def load_error(tmp_path: Path, registry: ComponentRegistry, data: dict[str, Any]) -> str:
@@ -54,35 +54,80 @@ def test_relative_paths_resolve_against_the_experiment_file(
     [
         (lambda d: d.update(trian={"epochs": 1}), "trian: unknown section; did you mean 'train'?"),
         (lambda d: d["train"].update(epocs=2), "train.epocs: unknown key; did you mean 'epochs'?"),
-        (lambda d: d["model"].update(n_head=2), "model.n_head: unknown key; did you mean 'n_heads'?"),
-        (lambda d: d["train"].update(epochs="3"), "train.epochs: expected an integer, got a string '3'"),
-        (lambda d: d["train"].update(batch_size=2.5), "train.batch_size: expected an integer, got a number 2.5"),
-        (lambda d: d["run"].update(resume_from_checkpoint="yes"), "run.resume_from_checkpoint: expected true or false"),
+        (
+            lambda d: d["model"].update(n_head=2),
+            "model.n_head: unknown key; did you mean 'n_heads'?",
+        ),
+        (
+            lambda d: d["train"].update(epochs="3"),
+            "train.epochs: expected an integer, got a string '3'",
+        ),
+        (
+            lambda d: d["train"].update(batch_size=2.5),
+            "train.batch_size: expected an integer, got a number 2.5",
+        ),
+        (
+            lambda d: d["run"].update(resume_from_checkpoint="yes"),
+            "run.resume_from_checkpoint: expected true or false",
+        ),
         (lambda d: d["train"].update(batch_size=0), "train.batch_size: must be >= 1, got 0"),
         (lambda d: d["train"].update(learning_rate=-1.0), "train.learning_rate: must be > 0"),
-        (lambda d: d["train"].update(data_fraction=1.5), "train.data_fraction: must be in (0.0, 1.0], got 1.5"),
-        (lambda d: d["split"].update(train_fraction=1.0), "split.train_fraction: must be in (0.0, 1.0), got 1.0"),
-        (lambda d: d["train"].update(lr_schedule="linear"), "train.lr_schedule: must be one of 'constant', 'cosine', got 'linear'"),
-        (lambda d: d["model"].update(name="baseline_decodr"), "model.name: unknown model 'baseline_decodr'; did you mean 'baseline_decoder'? Installed: baseline_decoder"),
+        (
+            lambda d: d["train"].update(data_fraction=1.5),
+            "train.data_fraction: must be in (0.0, 1.0], got 1.5",
+        ),
+        (
+            lambda d: d["split"].update(train_fraction=1.0),
+            "split.train_fraction: must be in (0.0, 1.0), got 1.0",
+        ),
+        (
+            lambda d: d["train"].update(lr_schedule="linear"),
+            "train.lr_schedule: must be one of 'constant', 'cosine', got 'linear'",
+        ),
+        (
+            lambda d: d["model"].update(name="baseline_decodr"),
+            "model.name: unknown model 'baseline_decodr'; did you mean 'baseline_decoder'? Installed: baseline_decoder",
+        ),
         (lambda d: d["dataset"].pop("name"), "dataset: missing 'name'; one of: local_text"),
         (lambda d: d.pop("tokenizer"), "tokenizer: missing section [tokenizer]"),
         (lambda d: d["dataset"].pop("path"), "dataset.path: missing required key"),
-        (lambda d: d["logging"].update(provider="consle"), "logging.provider: unknown logger 'consle'; did you mean 'console'?"),
-        (lambda d: d["logging"].update(provider=["console", "console"]), "logging.provider: lists a provider twice"),
-        (lambda d: d["logging"].update(wandb={"project": "x"}), "logging.wandb: settings for a logger that is not enabled"),
-        (lambda d: d["logging"].update(log_every=3), "logging.log_every: unknown key; did you mean 'log_every_n_steps'?"),
-        (lambda d: d["run"].update(requires="baseline-bpe"), "run.requires: expected a list of strings"),
+        (
+            lambda d: d["logging"].update(provider="consle"),
+            "logging.provider: unknown logger 'consle'; did you mean 'console'?",
+        ),
+        (
+            lambda d: d["logging"].update(provider=["console", "console"]),
+            "logging.provider: lists a provider twice",
+        ),
+        (
+            lambda d: d["logging"].update(wandb={"project": "x"}),
+            "logging.wandb: settings for a logger that is not enabled",
+        ),
+        (
+            lambda d: d["logging"].update(log_every=3),
+            "logging.log_every: unknown key; did you mean 'log_every_n_steps'?",
+        ),
+        (
+            lambda d: d["run"].update(requires="baseline-bpe"),
+            "run.requires: expected a list of strings",
+        ),
         (lambda d: d["run"].update(run_name="a/b"), "run.run_name: must be a plain file name"),
     ],
 )
 def test_bad_values_name_the_key_path(
-    tmp_path: Path, registry: ComponentRegistry, tiny_data: dict[str, Any], mutate: Any, expected: str
+    tmp_path: Path,
+    registry: ComponentRegistry,
+    tiny_data: dict[str, Any],
+    mutate: Any,
+    expected: str,
 ) -> None:
     mutate(tiny_data)
     assert expected in load_error(tmp_path, registry, tiny_data)
 
 
-def test_several_problems_are_counted(tmp_path: Path, registry: ComponentRegistry, tiny_data: dict[str, Any]) -> None:
+def test_several_problems_are_counted(
+    tmp_path: Path, registry: ComponentRegistry, tiny_data: dict[str, Any]
+) -> None:
     tiny_data["train"].update(epochs="x", batch_size="y")
     assert "(and 1 more problem)" in load_error(tmp_path, registry, tiny_data)
 
@@ -93,10 +138,12 @@ def test_several_problems_are_counted(tmp_path: Path, registry: ComponentRegistr
         (b"[train\nepochs = 1\n", "invalid TOML: "),
         (b"[train]\nepochs = \n", "invalid TOML: "),
         (b"[train]\nepochs = 1\nepochs = 2\n", "invalid TOML: "),
-        (b"name = \"\xff\xfe\"\n", "is not UTF-8 text"),
+        (b'name = "\xff\xfe"\n', "is not UTF-8 text"),
     ],
 )
-def test_malformed_files(tmp_path: Path, registry: ComponentRegistry, content: bytes, expected: str) -> None:
+def test_malformed_files(
+    tmp_path: Path, registry: ComponentRegistry, content: bytes, expected: str
+) -> None:
     path = tmp_path / "broken.toml"
     path.write_bytes(content)
     with pytest.raises(ConfigError, match=expected) as caught:
@@ -123,7 +170,7 @@ def test_section_that_is_not_a_table(registry: ComponentRegistry) -> None:
         ("train.learning_rate=3e-4", "train.learning_rate", 3e-4),
         ("run.run_name=my-run", "run.run_name", "my-run"),
         ('run.run_name="quoted"', "run.run_name", "quoted"),
-        ("logging.provider=[\"console\"]", "logging.provider", ["console"]),
+        ('logging.provider=["console"]', "logging.provider", ["console"]),
         ("run.resume_from_checkpoint=true", "run.resume_from_checkpoint", True),
     ],
 )
@@ -131,16 +178,20 @@ def test_parse_override(assignment: str, key: str, value: Any) -> None:
     assert parse_override(assignment) == (key, value)
 
 
-def test_overrides_apply_and_validate(tmp_path: Path, registry: ComponentRegistry, tiny_data: dict[str, Any]) -> None:
+def test_overrides_apply_and_validate(
+    tmp_path: Path, registry: ComponentRegistry, tiny_data: dict[str, Any]
+) -> None:
     path = write_toml(tmp_path / "exp.toml", tiny_data)
-    config = load_experiment(path, registry, ["train.epochs=5", "model.d_model=64", "model.n_heads=4"])
+    config = load_experiment(
+        path, registry, ["train.epochs=5", "model.d_model=64", "model.n_heads=4"]
+    )
     assert config.train.epochs == 5
     assert config.model.d_model == 64  # type: ignore[attr-defined]
     with pytest.raises(ConfigError, match=r"exp.toml: train.epochs: must be >= 1, got 0"):
         load_experiment(path, registry, ["train.epochs=0"])
     with pytest.raises(ConfigError, match="invalid override"):
         load_experiment(path, registry, ["train.epochs"])
-    with pytest.raises(ConfigError, match="train.epochs is not a table"):
+    with pytest.raises(ConfigError, match=r"train\.epochs is not a table"):
         apply_overrides(tiny_data, ["train.epochs.x=1"])
 
 

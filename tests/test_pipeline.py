@@ -24,35 +24,64 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_smoke_run_writes_every_artifact(registry: ComponentRegistry, tiny_data: dict[str, Any]) -> None:
+def test_smoke_run_writes_every_artifact(
+    registry: ComponentRegistry, tiny_data: dict[str, Any]
+) -> None:
     result = run(registry, tiny_data)
     run_dir = Path(tiny_data["run"]["artifacts_root"]) / "tiny"
     assert result.run_dir == run_dir
-    for name in ("baseline_checkpoint.pt", "baseline_model.pt", "run_config.json", "inference_config.json", "metrics.jsonl", "tokenizer.json"):
+    for name in (
+        "baseline_checkpoint.pt",
+        "baseline_model.pt",
+        "run_config.json",
+        "inference_config.json",
+        "metrics.jsonl",
+        "tokenizer.json",
+    ):
         assert (run_dir / name).is_file(), name
     assert not [p for p in run_dir.iterdir() if p.name.endswith(".tmp")]
 
     run_config = json.loads((run_dir / "run_config.json").read_text())
     assert run_config["seed"] == 7
-    assert run_config["config"]["model"] == {"name": "baseline_decoder", "d_model": 32, "n_heads": 2, "layers": 2, "mlp_ratio": 4.0, "dropout": 0.0, "bias": False, "tie_embeddings": True, "init_std": 0.02}
+    assert run_config["config"]["model"] == {
+        "name": "baseline_decoder",
+        "d_model": 32,
+        "n_heads": 2,
+        "layers": 2,
+        "mlp_ratio": 4.0,
+        "dropout": 0.0,
+        "bias": False,
+        "tie_embeddings": True,
+        "init_std": 0.02,
+    }
     assert run_config["versions"]["plugins"]["baseline-bpe"] == "0.1.0"
     assert run_config["versions"]["libraries"]["torch"].startswith("2.")
-    assert experiment_from_data(run_config["config"], registry) == experiment_from_data(tiny_data, registry)
+    assert experiment_from_data(run_config["config"], registry) == experiment_from_data(
+        tiny_data, registry
+    )
 
     metrics = read_metrics(run_dir)
     train = [m for m in metrics if m["phase"] == "train"]
-    assert train and all({"step", "tokens_seen", "train_loss", "tokens_per_second", "learning_rate"} <= set(m) for m in train)
+    assert train and all(
+        {"step", "tokens_seen", "train_loss", "tokens_per_second", "learning_rate"} <= set(m)
+        for m in train
+    )
     assert [m["step"] for m in train] == sorted(m["step"] for m in train)
     assert train[-1]["step"] == result.steps
     assert train[-1]["tokens_seen"] == result.steps * 8 * 16
     validation = [m for m in metrics if m["phase"] == "validation"]
     assert [m["epoch"] for m in validation] == [1, 2]
-    assert all(m["val_perplexity"] == pytest.approx(2.718281828 ** m["val_loss"], rel=1e-6) for m in validation)
+    assert all(
+        m["val_perplexity"] == pytest.approx(2.718281828 ** m["val_loss"], rel=1e-6)
+        for m in validation
+    )
     assert validation[-1]["val_loss"] < validation[0]["val_loss"] < 6.0  # it learns
     assert result.final_metrics["val_loss"] == validation[-1]["val_loss"]
 
 
-def test_inference_config_rebuilds_the_trained_model(registry: ComponentRegistry, tiny_data: dict[str, Any]) -> None:
+def test_inference_config_rebuilds_the_trained_model(
+    registry: ComponentRegistry, tiny_data: dict[str, Any]
+) -> None:
     result = run(registry, tiny_data)
     info = json.loads((result.run_dir / "inference_config.json").read_text())
     assert info["model"]["name"] == "baseline_decoder" and info["tokenizer"]["name"] == "bpe"
@@ -69,10 +98,14 @@ def test_inference_config_rebuilds_the_trained_model(registry: ComponentRegistry
     assert logits.shape == (1, tokens.shape[1], 302)
 
 
-def test_existing_run_directory_is_not_overwritten(registry: ComponentRegistry, tiny_data: dict[str, Any]) -> None:
+def test_existing_run_directory_is_not_overwritten(
+    registry: ComponentRegistry, tiny_data: dict[str, Any]
+) -> None:
     first = run(registry, tiny_data)
     before = (first.run_dir / "baseline_model.pt").read_bytes()
-    with pytest.raises(RunDirectoryError, match="run directory already exists; resume it with --resume"):
+    with pytest.raises(
+        RunDirectoryError, match="run directory already exists; resume it with --resume"
+    ):
         run(registry, tiny_data)
     assert (first.run_dir / "baseline_model.pt").read_bytes() == before
     tiny_data["run"]["overwrite"] = True
@@ -82,7 +115,9 @@ def test_existing_run_directory_is_not_overwritten(registry: ComponentRegistry, 
     assert max(m["epoch"] for m in read_metrics(second.run_dir)) == 1
 
 
-def test_resume_continues_exactly(registry: ComponentRegistry, tiny_data: dict[str, Any], tmp_path: Path) -> None:
+def test_resume_continues_exactly(
+    registry: ComponentRegistry, tiny_data: dict[str, Any], tmp_path: Path
+) -> None:
     tiny_data["train"].update(lr_schedule="constant", warmup_steps=0, epochs=2)
     tiny_data["model"]["dropout"] = 0.1  # resume must restore the RNG too
     straight = run(registry, tiny_data)
@@ -100,21 +135,30 @@ def test_resume_continues_exactly(registry: ComponentRegistry, tiny_data: dict[s
     a = torch.load(straight.run_dir / "baseline_model.pt", weights_only=True)
     b = torch.load(resumed.run_dir / "baseline_model.pt", weights_only=True)
     assert all(torch.equal(a[k], b[k]) for k in a)
-    losses = lambda ms: [(m["step"], m["phase"], m.get("train_loss"), m.get("val_loss")) for m in ms]  # noqa: E731
+    losses = lambda ms: [
+        (m["step"], m["phase"], m.get("train_loss"), m.get("val_loss")) for m in ms
+    ]
     assert losses(read_metrics(resumed.run_dir)) == losses(straight_metrics)
 
 
-def test_resume_refuses_a_changed_model(registry: ComponentRegistry, tiny_data: dict[str, Any]) -> None:
+def test_resume_refuses_a_changed_model(
+    registry: ComponentRegistry, tiny_data: dict[str, Any]
+) -> None:
     tiny_data["train"]["epochs"] = 1
     run(registry, tiny_data)
     tiny_data["run"]["resume_from_checkpoint"] = True
     tiny_data["model"]["layers"] = 3
     tiny_data["train"]["seq_len"] = 12
-    with pytest.raises(ConfigError, match=r"these keys differ from the checkpoint's config: model.layers, train.seq_len"):
+    with pytest.raises(
+        ConfigError,
+        match=r"these keys differ from the checkpoint's config: model.layers, train.seq_len",
+    ):
         run(registry, tiny_data)
 
 
-def test_resume_without_checkpoint_starts_fresh(registry: ComponentRegistry, tiny_data: dict[str, Any], caplog: pytest.LogCaptureFixture) -> None:
+def test_resume_without_checkpoint_starts_fresh(
+    registry: ComponentRegistry, tiny_data: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
     tiny_data["run"]["resume_from_checkpoint"] = True
     tiny_data["train"]["epochs"] = 1
     with caplog.at_level("INFO", logger="baseline"):
@@ -123,19 +167,27 @@ def test_resume_without_checkpoint_starts_fresh(registry: ComponentRegistry, tin
     assert "no checkpoint" in caplog.text
 
 
-def test_too_little_data_for_a_batch(registry: ComponentRegistry, tiny_data: dict[str, Any]) -> None:
+def test_too_little_data_for_a_batch(
+    registry: ComponentRegistry, tiny_data: dict[str, Any]
+) -> None:
     tiny_data["train"]["batch_size"] = 4096
-    with pytest.raises(ConfigError, match=r"^train.batch_size: the training split gives \d+ windows"):
+    with pytest.raises(
+        ConfigError, match=r"^train.batch_size: the training split gives \d+ windows"
+    ):
         run(registry, tiny_data)
 
 
-def test_seq_len_longer_than_the_data(registry: ComponentRegistry, tiny_data: dict[str, Any]) -> None:
+def test_seq_len_longer_than_the_data(
+    registry: ComponentRegistry, tiny_data: dict[str, Any]
+) -> None:
     tiny_data["train"]["seq_len"] = 100_000
     with pytest.raises(ConfigError, match=r"^train.seq_len: the training split has"):
         run(registry, tiny_data)
 
 
-def test_split_without_validation_windows(registry: ComponentRegistry, tiny_data: dict[str, Any]) -> None:
+def test_split_without_validation_windows(
+    registry: ComponentRegistry, tiny_data: dict[str, Any]
+) -> None:
     tiny_data["split"]["train_fraction"] = 0.999
     tiny_data["train"]["seq_len"] = 40
     with pytest.raises(ConfigError, match=r"^split: the validation split has \d+ tokens"):

@@ -18,7 +18,9 @@ REGISTRY = default_plugins().registry
 
 finite = st.floats(allow_nan=False, allow_infinity=False, width=64)
 fraction = st.floats(min_value=0.01, max_value=0.99)
-path_text = st.text(alphabet="abcdefghij/_-.", min_size=1, max_size=20).map(lambda s: "/data/" + s.strip("/") + "x")
+path_text = st.text(alphabet="abcdefghij/_-.", min_size=1, max_size=20).map(
+    lambda s: "/data/" + s.strip("/") + "x"
+)
 
 
 def experiment_data() -> st.SearchStrategy[dict[str, Any]]:
@@ -32,7 +34,9 @@ def experiment_data() -> st.SearchStrategy[dict[str, Any]]:
                     "run_name": st.from_regex(r"[a-z0-9][a-z0-9_-]{0,10}", fullmatch=True),
                     "checkpoint_every_n_steps": st.integers(0, 10_000),
                     "seed": st.integers(0, 2**31),
-                    "requires": st.lists(st.sampled_from(["baseline-bpe>=0.1", "baseline-text"]), max_size=2),
+                    "requires": st.lists(
+                        st.sampled_from(["baseline-bpe>=0.1", "baseline-text"]), max_size=2
+                    ),
                 },
             ),
             "dataset": st.fixed_dictionaries(
@@ -49,7 +53,11 @@ def experiment_data() -> st.SearchStrategy[dict[str, Any]]:
             ),
             "model": heads.flatmap(
                 lambda h: st.fixed_dictionaries(
-                    {"name": st.just("baseline_decoder"), "n_heads": st.just(h), "d_model": st.integers(1, 64).map(lambda m: m * h)},
+                    {
+                        "name": st.just("baseline_decoder"),
+                        "n_heads": st.just(h),
+                        "d_model": st.integers(1, 64).map(lambda m: m * h),
+                    },
                     optional={
                         "layers": st.integers(1, 24),
                         "dropout": st.floats(0.0, 0.9),
@@ -75,11 +83,18 @@ def experiment_data() -> st.SearchStrategy[dict[str, Any]]:
             ),
             "split": st.fixed_dictionaries(
                 {"name": st.just("holdout")},
-                optional={"train_fraction": fraction, "seed": st.integers(0, 2**31), "shuffle": st.booleans()},
+                optional={
+                    "train_fraction": fraction,
+                    "seed": st.integers(0, 2**31),
+                    "shuffle": st.booleans(),
+                },
             ),
             "logging": st.fixed_dictionaries(
                 {"provider": st.sampled_from(["console", ["console"]])},
-                optional={"log_every_n_steps": st.integers(1, 1000), "console": st.fixed_dictionaries({}, optional={"progress_bar": st.booleans()})},
+                optional={
+                    "log_every_n_steps": st.integers(1, 1000),
+                    "console": st.fixed_dictionaries({}, optional={"progress_bar": st.booleans()}),
+                },
             ),
         }
     )
@@ -99,7 +114,9 @@ toml_scalars = st.one_of(
 )
 toml_values = st.recursive(
     toml_scalars,
-    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=8), inner, max_size=3)),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
     max_leaves=8,
 )
 
@@ -111,7 +128,7 @@ def _mutations(base: dict[str, Any]) -> st.SearchStrategy[dict[str, Any]]:
     def mutate(draw: st.DrawFn) -> dict[str, Any]:
         data = json.loads(json.dumps(base))
         for _ in range(draw(st.integers(1, 4))):
-            section, key = draw(st.sampled_from(keys + [("extra", "x")]))
+            section, key = draw(st.sampled_from([*keys, ("extra", "x")]))
             value = draw(toml_values)
             data.setdefault(section, {})
             if value is None:

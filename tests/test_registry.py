@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from baseline.config import DatasetConfig, LoggerConfig, config_class
+from baseline.config import DatasetConfig, LoggerConfig
 from baseline.errors import ConfigError, PluginError
 from baseline.hookspecs import hookimpl
 from baseline.plugins import PluginSource, build_plugin_set, discover
@@ -21,7 +21,7 @@ from baseline.registry import Component, ComponentRegistry
 from baseline.testing import in_process_plugins
 
 
-@config_class
+@attrs.frozen(kw_only=True)
 class EchoConfig(DatasetConfig):
     text: str = "hello"
 
@@ -51,8 +51,16 @@ def test_in_process_plugin_registers_next_to_installed_ones() -> None:
 def test_installed_standard_plugins_and_console_are_discovered() -> None:
     plugin_set = discover()
     distributions = {info.distribution for info in plugin_set.plugins}
-    assert {"baseline", "baseline-text", "baseline-bpe", "baseline-decoder", "baseline-holdout"} <= distributions
-    assert plugin_set.registry.names("logger")[:1] == ["console"] or "console" in plugin_set.registry.names("logger")
+    assert {
+        "baseline",
+        "baseline-text",
+        "baseline-bpe",
+        "baseline-decoder",
+        "baseline-holdout",
+    } <= distributions
+    assert plugin_set.registry.names("logger")[:1] == [
+        "console"
+    ] or "console" in plugin_set.registry.names("logger")
 
 
 def test_duplicate_name_names_both_distributions() -> None:
@@ -61,8 +69,14 @@ def test_duplicate_name_names_both_distributions() -> None:
         def baseline_register_datasets(self, register: Any) -> None:
             register("echo", EchoConfig, EchoDataset)
 
-    sources = [PluginSource(EchoPlugin(), "echo", "dist-one", "1.0"), PluginSource(Again(), "again", "dist-two", "2.0")]
-    with pytest.raises(PluginError, match=r"dataset 'echo' is registered twice: by dist-one 1.0 and by dist-two 2.0"):
+    sources = [
+        PluginSource(EchoPlugin(), "echo", "dist-one", "1.0"),
+        PluginSource(Again(), "again", "dist-two", "2.0"),
+    ]
+    with pytest.raises(
+        PluginError,
+        match=r"dataset 'echo' is registered twice: by dist-one 1.0 and by dist-two 2.0",
+    ):
         build_plugin_set(sources)
 
 
@@ -70,18 +84,35 @@ def test_duplicate_name_names_both_distributions() -> None:
     ("name", "config_cls", "factory", "expected"),
     [
         ("Bad Name", EchoConfig, EchoDataset, "name 'Bad Name' is invalid"),
-        ("plain", dict, EchoDataset, "config class must be an attrs class derived from baseline.config.DatasetConfig"),
-        ("wrong_base", attrs.define(type("L", (LoggerConfig,), {})), EchoDataset, "derived from baseline.config.DatasetConfig"),
+        (
+            "plain",
+            dict,
+            EchoDataset,
+            "config class must be an attrs class derived from baseline.config.DatasetConfig",
+        ),
+        (
+            "wrong_base",
+            attrs.define(type("L", (LoggerConfig,), {})),
+            EchoDataset,
+            "derived from baseline.config.DatasetConfig",
+        ),
         ("nofactory", EchoConfig, 42, "factory must be callable"),
     ],
 )
-def test_bad_registration_is_a_load_failure(name: str, config_cls: Any, factory: Any, expected: str) -> None:
+def test_bad_registration_is_a_load_failure(
+    name: str, config_cls: Any, factory: Any, expected: str
+) -> None:
     class Bad:
         @hookimpl
         def baseline_register_datasets(self, register: Any) -> None:
             register(name, config_cls, factory)
 
-    plugin_set = build_plugin_set([PluginSource(Bad(), "bad", "bad-dist", "0.1"), PluginSource(EchoPlugin(), "echo", "echo-dist", "1")])
+    plugin_set = build_plugin_set(
+        [
+            PluginSource(Bad(), "bad", "bad-dist", "0.1"),
+            PluginSource(EchoPlugin(), "echo", "echo-dist", "1"),
+        ]
+    )
     assert [f.distribution for f in plugin_set.failures] == ["bad-dist"]
     assert expected in plugin_set.failures[0].error
     assert plugin_set.registry.names("dataset") == ["echo"]
@@ -93,10 +124,18 @@ def test_plugin_raising_during_registration_is_isolated() -> None:
         def baseline_register_models(self, register: Any) -> None:
             raise RuntimeError("boom")
 
-    plugin_set = build_plugin_set([PluginSource(Exploding(), "exploding", "exploding-dist", "0.1"), PluginSource(EchoPlugin(), "echo", "echo-dist", "1")])
+    plugin_set = build_plugin_set(
+        [
+            PluginSource(Exploding(), "exploding", "exploding-dist", "0.1"),
+            PluginSource(EchoPlugin(), "echo", "echo-dist", "1"),
+        ]
+    )
     assert plugin_set.failures[0].error == "raised while registering: RuntimeError: boom"
     assert plugin_set.registry.names("dataset") == ["echo"]
-    with pytest.raises(ConfigError, match=r"unknown model 'x'.*Not loaded: plugin 'exploding' from exploding-dist 0.1 failed to load"):
+    with pytest.raises(
+        ConfigError,
+        match=r"unknown model 'x'.*Not loaded: plugin 'exploding' from exploding-dist 0.1 failed to load",
+    ):
         plugin_set.registry.get("model", "x")
 
 
@@ -128,13 +167,19 @@ def _fake_dist(root: Path, module_body: str) -> Path:
     """A minimal installed distribution (dist-info + module) on a directory for sys.path."""
     dist_info = root / f"{BROKEN_DIST}-0.3.dist-info"
     dist_info.mkdir(parents=True)
-    (dist_info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {BROKEN_DIST}\nVersion: 0.3\n")
-    (dist_info / "entry_points.txt").write_text("[baseline.plugins]\nbroken = baseline_broken_module\n")
+    (dist_info / "METADATA").write_text(
+        f"Metadata-Version: 2.1\nName: {BROKEN_DIST}\nVersion: 0.3\n"
+    )
+    (dist_info / "entry_points.txt").write_text(
+        "[baseline.plugins]\nbroken = baseline_broken_module\n"
+    )
     (root / "baseline_broken_module.py").write_text(module_body)
     return root
 
 
-def test_broken_installed_plugin_is_reported_and_skipped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_broken_installed_plugin_is_reported_and_skipped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     root = _fake_dist(tmp_path, "import a_module_that_does_not_exist\n")
     monkeypatch.syspath_prepend(str(root))
     plugin_set = discover()
@@ -154,9 +199,18 @@ def test_cli_lists_plugins_and_broken_ones(tmp_path: Path) -> None:
         env={"PYTHONPATH": env_path, "PATH": "/usr/bin:/bin", "COLUMNS": "200"},
         check=True,
     )
-    for expected in ("baseline-text", "baseline-bpe", "baseline-decoder", "baseline-holdout", "logger console"):
+    for expected in (
+        "baseline-text",
+        "baseline-bpe",
+        "baseline-decoder",
+        "baseline-holdout",
+        "logger console",
+    ):
         assert expected in result.stdout
-    assert "failed: plugin 'broken' from baseline_broken_fake 0.3 failed to load: RuntimeError: cannot import me" in result.stdout
+    assert (
+        "failed: plugin 'broken' from baseline_broken_fake 0.3 failed to load: RuntimeError: cannot import me"
+        in result.stdout
+    )
 
 
 def test_baseline_plugins_does_not_import_torch() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 
 from baseline.errors import ConfigError
@@ -27,7 +28,10 @@ def test_valid_experiment_passes(registry: ComponentRegistry, tiny_data: dict[st
 
 def test_heads_must_divide_width(registry: ComponentRegistry, tiny_data: dict[str, Any]) -> None:
     tiny_data["model"].update(d_model=128, n_heads=7)
-    assert validation_error(registry, tiny_data) == "exp.toml: model.n_heads: must divide d_model=128, got 7"
+    assert (
+        validation_error(registry, tiny_data)
+        == "exp.toml: model.n_heads: must divide d_model=128, got 7"
+    )
 
 
 def test_stride_at_most_seq_len(registry: ComponentRegistry, tiny_data: dict[str, Any]) -> None:
@@ -41,7 +45,9 @@ def test_resume_needs_run_name(registry: ComponentRegistry, tiny_data: dict[str,
     assert "run.resume_from_checkpoint: resuming needs" in validation_error(registry, tiny_data)
 
 
-def test_checkpoint_and_model_names_differ(registry: ComponentRegistry, tiny_data: dict[str, Any]) -> None:
+def test_checkpoint_and_model_names_differ(
+    registry: ComponentRegistry, tiny_data: dict[str, Any]
+) -> None:
     tiny_data["run"].update(checkpoint_filename="x.pt", final_model_filename="x.pt")
     assert "run.final_model_filename: must differ" in validation_error(registry, tiny_data)
 
@@ -49,12 +55,20 @@ def test_checkpoint_and_model_names_differ(registry: ComponentRegistry, tiny_dat
 @pytest.mark.parametrize(
     ("requirement", "expected"),
     [
-        ("baseline-not-a-plugin>=0.1", 'run.requires[0]: baseline-not-a-plugin is not installed; run: pip install "baseline-not-a-plugin>=0.1"'),
-        ("baseline-bpe>=99", 'run.requires[0]: baseline-bpe 0.1.0 is installed but \'baseline-bpe>=99\' is required; run: pip install --upgrade "baseline-bpe>=99"'),
+        (
+            "baseline-not-a-plugin>=0.1",
+            'run.requires[0]: baseline-not-a-plugin is not installed; run: pip install "baseline-not-a-plugin>=0.1"',
+        ),
+        (
+            "baseline-bpe>=99",
+            "run.requires[0]: baseline-bpe 0.1.0 is installed but 'baseline-bpe>=99' is required; run: pip install --upgrade \"baseline-bpe>=99\"",
+        ),
         ("not a requirement!!", "run.requires[0]: invalid requirement"),
     ],
 )
-def test_requires(registry: ComponentRegistry, tiny_data: dict[str, Any], requirement: str, expected: str) -> None:
+def test_requires(
+    registry: ComponentRegistry, tiny_data: dict[str, Any], requirement: str, expected: str
+) -> None:
     tiny_data["run"]["requires"] = [requirement]
     assert expected in validation_error(registry, tiny_data)
 
@@ -63,13 +77,17 @@ def test_met_requirements_pass() -> None:
     check_requirements(["baseline>=0.1", "baseline-bpe", "baseline-holdout>=0.1,<1"])
 
 
-def test_python_api_config_with_unregistered_class(registry: ComponentRegistry, tiny_data: dict[str, Any], tmp_path: Path) -> None:
-    from baseline.config import DatasetConfig, config_class
+def test_python_api_config_with_unregistered_class(
+    registry: ComponentRegistry, tiny_data: dict[str, Any], tmp_path: Path
+) -> None:
+    from baseline.config import DatasetConfig
 
-    @config_class
+    @attrs.frozen(kw_only=True)
     class Unregistered(DatasetConfig):
         pass
 
     config = experiment_from_data(tiny_data, registry).replace(dataset=Unregistered())
-    with pytest.raises(ConfigError, match="dataset: Unregistered is not the config class of any installed dataset"):
+    with pytest.raises(
+        ConfigError, match="dataset: Unregistered is not the config class of any installed dataset"
+    ):
         validate_experiment_config(config, registry)

@@ -26,11 +26,23 @@ _EXPORTS = {
 __all__ = [*_EXPORTS, "__version__"]
 
 if TYPE_CHECKING:
-    from baseline.config import ExperimentConfig, LoggingConfig, RunConfig, TrainConfig
-    from baseline.hookspecs import hookimpl
-    from baseline.loading import load_experiment
-    from baseline.pipeline import RunResult, model_pipeline
-    from baseline.validation import validate_experiment_config
+    from baseline.config import (
+        ExperimentConfig as ExperimentConfig,
+    )
+    from baseline.config import (
+        LoggingConfig as LoggingConfig,
+    )
+    from baseline.config import (
+        RunConfig as RunConfig,
+    )
+    from baseline.config import (
+        TrainConfig as TrainConfig,
+    )
+    from baseline.hookspecs import hookimpl as hookimpl
+    from baseline.loading import load_experiment as load_experiment
+    from baseline.pipeline import RunResult as RunResult
+    from baseline.pipeline import model_pipeline as model_pipeline
+    from baseline.validation import validate_experiment_config as validate_experiment_config
 
 
 def __getattr__(name: str) -> Any:

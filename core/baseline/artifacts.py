@@ -69,7 +69,9 @@ def atomic_write_with(path: Path, writer: Callable[[IO[bytes]], None]) -> None:
 def prepare_run_directory(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
     """Create ``run_dir``; an existing non-empty one needs ``resume`` or ``overwrite``."""
     if run_dir.exists() and not run_dir.is_dir():
-        raise RunDirectoryError(f"{run_dir}: exists and is not a directory; choose another run.run_name")
+        raise RunDirectoryError(
+            f"{run_dir}: exists and is not a directory; choose another run.run_name"
+        )
     if run_dir.is_dir() and any(run_dir.iterdir()) and not resume:
         if not overwrite:
             raise RunDirectoryError(

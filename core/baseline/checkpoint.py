@@ -17,7 +17,7 @@ CHECKPOINT_FORMAT = 1
 
 def capture_rng_state() -> dict[str, Any]:
     """Python, NumPy and torch RNG states, in a form ``torch.load(weights_only=True)`` accepts."""
-    np_state = np.random.get_state()
+    np_state: tuple[Any, ...] = np.random.get_state(legacy=True)  # type: ignore[assignment]
     state: dict[str, Any] = {
         "python": random.getstate(),
         "numpy": [np_state[0], torch.from_numpy(np_state[1].copy()), *np_state[2:]],
@@ -40,7 +40,9 @@ def restore_rng_state(state: dict[str, Any]) -> None:
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """Write ``state`` to ``path`` atomically."""
-    atomic_write_with(path, lambda handle: torch.save({"format": CHECKPOINT_FORMAT, **state}, handle))
+    atomic_write_with(
+        path, lambda handle: torch.save({"format": CHECKPOINT_FORMAT, **state}, handle)
+    )
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
@@ -48,7 +50,9 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     try:
         state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        raise DataError(f"{path}: checkpoint is corrupt or unreadable ({type(error).__name__})") from None
+        raise DataError(
+            f"{path}: checkpoint is corrupt or unreadable ({type(error).__name__})"
+        ) from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise DataError(f"{path}: not a baseline checkpoint (format {CHECKPOINT_FORMAT})")
     return state

@@ -152,7 +152,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run_main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``baseline-run`` (the same as ``baseline run``)."""
-    parser = argparse.ArgumentParser(prog="baseline-run", description="Train an experiment end to end.")
+    parser = argparse.ArgumentParser(
+        prog="baseline-run", description="Train an experiment end to end."
+    )
     _add_run_arguments(parser)
     return _execute(command_run, parser.parse_args(argv))
 

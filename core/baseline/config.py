@@ -10,7 +10,7 @@ fields to each other run in :func:`baseline.validation.validate_experiment_confi
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 import attrs
 
@@ -29,14 +29,8 @@ __all__ = [
     "TrainConfig",
     "at_least",
     "between",
-    "config_class",
     "path_field",
 ]
-
-_C = TypeVar("_C")
-
-#: Decorator for every config class, core or plugin: frozen, keyword-only attrs classes.
-config_class: Callable[[type[_C]], type[_C]] = attrs.frozen(kw_only=True)
 
 PATH_METADATA_KEY = "baseline_path"
 
@@ -97,11 +91,12 @@ def _run_name(_instance: Any, attribute: attrs.Attribute[Any], value: str | None
         _file_name(_instance, attribute, value)
 
 
-@config_class
+@attrs.frozen(kw_only=True)
 class ComponentConfig:
     """Base of every pluggable component's config.
 
-    Subclass one of the kind-specific bases below, decorate with :data:`config_class`, and
+    Subclass one of the kind-specific bases below, decorate with
+    ``@attrs.frozen(kw_only=True)`` (every config class is frozen and keyword-only), and
     register the class with your component. Override :meth:`validate` for rules that relate
     several fields (raise :class:`baseline.errors.FieldError` naming the field).
     """
@@ -110,32 +105,32 @@ class ComponentConfig:
         """Check rules that span fields; ``experiment`` gives access to the other sections."""
 
 
-@config_class
+@attrs.frozen(kw_only=True)
 class DatasetConfig(ComponentConfig):
     """Base class of dataset configs (the ``[dataset]`` table)."""
 
 
-@config_class
+@attrs.frozen(kw_only=True)
 class TokenizerConfig(ComponentConfig):
     """Base class of tokenizer configs (the ``[tokenizer]`` table)."""
 
 
-@config_class
+@attrs.frozen(kw_only=True)
 class ModelConfig(ComponentConfig):
     """Base class of model configs (the ``[model]`` table)."""
 
 
-@config_class
+@attrs.frozen(kw_only=True)
 class SplitConfig(ComponentConfig):
     """Base class of train/validation split configs (the ``[split]`` table)."""
 
 
-@config_class
+@attrs.frozen(kw_only=True)
 class LoggerConfig(ComponentConfig):
     """Base class of metrics logger configs (a ``[logging.<provider>]`` table)."""
 
 
-@config_class
+@attrs.frozen(kw_only=True)
 class RunConfig:
     """Where a run writes its artifacts, how it checkpoints, and what it needs installed."""
 
@@ -155,7 +150,7 @@ class RunConfig:
     requires: tuple[str, ...] = ()
 
 
-@config_class
+@attrs.frozen(kw_only=True)
 class TrainConfig:
     """Optimisation and data-windowing settings."""
 
@@ -199,12 +194,14 @@ def _providers(value: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
     return tuple(value)
 
 
-def _provider_names(_instance: Any, attribute: attrs.Attribute[Any], value: tuple[str, ...]) -> None:
+def _provider_names(
+    _instance: Any, attribute: attrs.Attribute[Any], value: tuple[str, ...]
+) -> None:
     if len(set(value)) != len(value):
         raise FieldError(attribute.name, f"lists a provider twice: {list(value)}")
 
 
-@config_class
+@attrs.frozen(kw_only=True)
 class LoggingConfig:
     """Which metrics loggers are on and their settings.
 
@@ -220,7 +217,7 @@ class LoggingConfig:
     loggers: Mapping[str, LoggerConfig] = attrs.field(factory=dict)
 
 
-@config_class
+@attrs.frozen(kw_only=True)
 class ExperimentConfig:
     """A whole experiment: one value per TOML section."""
 

@@ -7,16 +7,17 @@ from __future__ import annotations
 
 from typing import Any
 
+import attrs
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from baseline.config import LoggerConfig, config_class
+from baseline.config import LoggerConfig
 from baseline.hookspecs import Register, hookimpl
 from baseline.protocols import MetricRecord, RunInfo
 
 
-@config_class
+@attrs.frozen(kw_only=True)
 class ConsoleLoggerConfig(LoggerConfig):
     """Settings of the ``[logging.console]`` table."""
 
@@ -44,7 +45,10 @@ class ConsoleSession:
         self.console = console
         self.progress: Progress | None = None
         self.epochs: list[dict[str, Any]] = []
-        console.print(f"[bold]{run.project_name}[/bold] / {run.run_name}: {run.total_steps} steps -> {run.run_dir}")
+        console.print(
+            f"[bold]{run.project_name}[/bold] / {run.run_name}: "
+            f"{run.total_steps} steps -> {run.run_dir}"
+        )
         if config.progress_bar and console.is_terminal:
             self.progress = Progress(
                 TextColumn("epoch {task.fields[epoch]}"),
@@ -57,7 +61,12 @@ class ConsoleSession:
                 transient=False,
             )
             self.task = self.progress.add_task(
-                "train", total=run.total_steps, completed=run.start_step, epoch=1, loss="-", rate="-"
+                "train",
+                total=run.total_steps,
+                completed=run.start_step,
+                epoch=1,
+                loss="-",
+                rate="-",
             )
             self.progress.start()
 
@@ -106,7 +115,9 @@ class ConsoleSession:
         if self.progress is not None:
             self.progress.stop()
         if self.epochs:
-            table = Table(title=f"{self.run.run_name}" + ("" if exit_code == 0 else f" (exit {exit_code})"))
+            table = Table(
+                title=f"{self.run.run_name}" + ("" if exit_code == 0 else f" (exit {exit_code})")
+            )
             for column in ("epoch", "step", "train loss", "val loss", "val ppl", "val bits/byte"):
                 table.add_column(column, justify="right")
             for row in self.epochs:

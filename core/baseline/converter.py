@@ -49,7 +49,13 @@ def _describe(value: Any) -> str:
     kinds = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
     kind = kinds.get(type(value))
     if kind is None:
-        kind = "a table" if isinstance(value, dict) else "a list" if isinstance(value, list) else type(value).__name__
+        kind = (
+            "a table"
+            if isinstance(value, dict)
+            else "a list"
+            if isinstance(value, list)
+            else type(value).__name__
+        )
     text = repr(value)
     return f"{kind} {text}" if len(text) <= 40 else kind
 

@@ -49,7 +49,7 @@ def baseline_register_models(register: Register) -> None:
 
 @hookspec
 def baseline_register_splits(register: Register) -> None:
-    """Register train/validation split components: ``factory(config)`` returns a ``SplitAdapter``."""
+    """Register train/validation splits: ``factory(config)`` returns a ``SplitAdapter``."""
 
 
 @hookspec

@@ -39,13 +39,17 @@ def load_run(run_dir: str | Path, *, plugins: PluginSet | None = None) -> Loaded
     try:
         info = json.loads(config_path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise DataError(f"{config_path}: not found; is {run_path} a finished run directory?") from None
+        raise DataError(
+            f"{config_path}: not found; is {run_path} a finished run directory?"
+        ) from None
     except (OSError, json.JSONDecodeError) as error:
         raise DataError(f"{config_path}: unreadable ({error})") from None
     registry = (plugins or default_plugins()).registry
 
     tokenizer_component = registry.get("tokenizer", info["tokenizer"]["name"])
-    tokenizer_config = structure(info["tokenizer"]["config"], tokenizer_component.config_cls, "tokenizer")
+    tokenizer_config = structure(
+        info["tokenizer"]["config"], tokenizer_component.config_cls, "tokenizer"
+    )
     tokenizer: TokenizerAdapter = tokenizer_component.create(tokenizer_config)
     tokenizer.load(run_path / info["tokenizer"]["file"])
 
@@ -56,7 +60,9 @@ def load_run(run_dir: str | Path, *, plugins: PluginSet | None = None) -> Loaded
     try:
         state = torch.load(weights_path, map_location="cpu", weights_only=True)
     except Exception as error:
-        raise DataError(f"{weights_path}: cannot load the final model ({type(error).__name__})") from None
+        raise DataError(
+            f"{weights_path}: cannot load the final model ({type(error).__name__})"
+        ) from None
     model.load_state_dict(state)
     model.eval()
     return LoadedRun(model, tokenizer, info["seq_len"], info["end_of_segment_id"], info)

@@ -14,7 +14,7 @@ import re
 import tomllib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
@@ -23,6 +23,7 @@ from baseline.config import (
     PATH_METADATA_KEY,
     ComponentConfig,
     ExperimentConfig,
+    LoggerConfig,
     LoggingConfig,
     RunConfig,
     TrainConfig,
@@ -31,7 +32,14 @@ from baseline.converter import config_converter
 from baseline.errors import ConfigError, FieldError
 from baseline.registry import ComponentRegistry, did_you_mean
 
-COMPONENT_SECTIONS = {"dataset": "dataset", "tokenizer": "tokenizer", "model": "model", "split": "split"}
+T = TypeVar("T")
+
+COMPONENT_SECTIONS = {
+    "dataset": "dataset",
+    "tokenizer": "tokenizer",
+    "model": "model",
+    "split": "split",
+}
 PLAIN_SECTIONS: dict[str, type[Any]] = {"run": RunConfig, "train": TrainConfig}
 SECTIONS = ("run", "dataset", "tokenizer", "model", "train", "split", "logging")
 LOGGING_KEYS = ("provider", "log_every_n_steps")
@@ -74,7 +82,7 @@ def parse_override(assignment: str) -> tuple[str, Any]:
 
 def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
     """Return a copy of ``data`` with each ``key.path=value`` assignment applied."""
-    result = _deep_copy(data)
+    result: dict[str, Any] = _deep_copy(data)
     for assignment in overrides:
         key, value = parse_override(assignment)
         parts = key.split(".")
@@ -129,7 +137,9 @@ def experiment_from_data(
                 key_path=key,
             )
         if not isinstance(value, Mapping):
-            raise ConfigError(f"must be a table ([{key}]), got {type(value).__name__}", key_path=key)
+            raise ConfigError(
+                f"must be a table ([{key}]), got {type(value).__name__}", key_path=key
+            )
     sections: dict[str, Any] = {}
     for key, cls in PLAIN_SECTIONS.items():
         if key in data:
@@ -191,23 +201,28 @@ def _structure_logging(table: Mapping[str, Any], registry: ComponentRegistry) ->
     for provider in base.provider:
         component = registry.get("logger", provider)
         if provider in tables:
-            loggers[provider] = structure(tables[provider], component.config_cls, f"logging.{provider}")
+            loggers[provider] = structure(
+                tables[provider], component.config_cls, f"logging.{provider}"
+            )
         else:
             loggers[provider] = _default_logger_config(provider, registry)
     return attrs.evolve(base, loggers=loggers)
 
 
-def _default_logger_config(provider: str, registry: ComponentRegistry) -> ComponentConfig:
+def _default_logger_config(provider: str, registry: ComponentRegistry) -> LoggerConfig:
     component = registry.get("logger", provider)
-    return structure({}, component.config_cls, f"logging.{provider}")
+    config = structure({}, component.config_cls, f"logging.{provider}")
+    assert isinstance(config, LoggerConfig)
+    return config
 
 
-def structure(data: Any, cls: type[Any], key_path: str) -> Any:
+def structure(data: Any, cls: type[T], key_path: str) -> T:
     """Structure ``data`` into ``cls`` with the strict converter, mapping errors to key paths."""
     if not isinstance(data, Mapping):
         raise ConfigError(f"must be a table, got {type(data).__name__}", key_path=key_path)
     try:
-        return config_converter().structure(dict(data), cls)
+        result: T = config_converter().structure(dict(data), cls)
+        return result
     except (ClassValidationError, IterableValidationError) as error:
         problems = _collect_problems(error, key_path, cls)
     except FieldError as error:
@@ -218,7 +233,9 @@ def structure(data: Any, cls: type[Any], key_path: str) -> Any:
     raise ConfigError(message, key_path=path)
 
 
-def _collect_problems(error: BaseException, path: str, cls: type[Any] | None) -> list[tuple[str, str]]:
+def _collect_problems(
+    error: BaseException, path: str, cls: type[Any] | None
+) -> list[tuple[str, str]]:
     """Flatten a cattrs validation error into ``(key path, message)`` pairs."""
     problems: list[tuple[str, str]] = []
     if isinstance(error, ClassValidationError | IterableValidationError):
@@ -227,14 +244,17 @@ def _collect_problems(error: BaseException, path: str, cls: type[Any] | None) ->
             name = getattr(note, "name", None)
             sub_path = f"{path}.{name}" if name is not None else f"{path}[{note.index}]"
             sub_cls = getattr(note, "type", None)
-            problems.extend(_collect_problems(sub, sub_path, sub_cls if attrs.has(sub_cls) else None))
+            nested = sub_cls if isinstance(sub_cls, type) and attrs.has(sub_cls) else None
+            problems.extend(_collect_problems(sub, sub_path, nested))
         for sub in without:
             problems.extend(_collect_problems(sub, path, getattr(error, "cl", cls)))
     elif isinstance(error, ForbiddenExtraKeysError):
         known = [a.name for a in attrs.fields(error.cl)] if attrs.has(error.cl) else []
         for extra in sorted(error.extra_fields):
             hint = did_you_mean(extra, known)
-            problems.append((f"{path}.{extra}", f"unknown key{hint} Valid keys: {', '.join(known)}"))
+            problems.append(
+                (f"{path}.{extra}", f"unknown key{hint} Valid keys: {', '.join(known)}")
+            )
     elif isinstance(error, FieldError):
         problems.append((f"{path}.{error.field}", error.message))
     elif isinstance(error, KeyError):

@@ -21,7 +21,9 @@ def build_optimizer(model: torch.nn.Module, train: TrainConfig) -> torch.optim.A
         for name, parameter in module.named_parameters(recurse=False):
             if isinstance(module, _NO_DECAY_MODULES) or name.endswith("bias") or parameter.ndim < 2:
                 no_decay.add(id(parameter))
-    decay_params, plain_params, seen = [], [], set()
+    decay_params: list[torch.nn.Parameter] = []
+    plain_params: list[torch.nn.Parameter] = []
+    seen: set[int] = set()
     for parameter in model.parameters():
         if id(parameter) in seen or not parameter.requires_grad:
             continue

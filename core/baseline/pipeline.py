@@ -1,4 +1,4 @@
-"""``model_pipeline``: validate, resolve components, build data and model, train, write artifacts."""
+"""``model_pipeline``: validate, resolve components, prepare data, train, write artifacts."""
 
 from __future__ import annotations
 
@@ -102,7 +102,11 @@ def prepare_data(config: ExperimentConfig, components: Components) -> PreparedDa
     """Fit the tokenizer, build the token stream, split it, and check it is big enough."""
     started = time.perf_counter()
     components.tokenizer.fit(components.dataset.segments())
-    log.info("tokenizer ready: %d tokens in vocabulary (%.1fs)", components.tokenizer.vocab_size, time.perf_counter() - started)
+    log.info(
+        "tokenizer ready: %d tokens in vocabulary (%.1fs)",
+        components.tokenizer.vocab_size,
+        time.perf_counter() - started,
+    )
     started = time.perf_counter()
     stream = build_token_stream(components.dataset.segments(), components.tokenizer)
     log.info(
@@ -163,10 +167,17 @@ def model_pipeline(
     ``run_config.json``, ``inference_config.json``, ``metrics.jsonl``, the checkpoint and
     the final model into ``<artifacts_root>/<run_name>/``.
     """
+    try:
+        return _run_pipeline(config, plugins)
+    except ConfigError as error:
+        raise (error.with_source(source) if source else error) from None
+
+
+def _run_pipeline(config: ExperimentConfig, plugins: PluginSet | None) -> RunResult:
     _ensure_log_handler()
     plugin_set = plugins if plugins is not None else default_plugins()
     registry = plugin_set.registry
-    validate_experiment_config(config, registry, source=source)
+    validate_experiment_config(config, registry)
     components = resolve_components(config, registry)
 
     run_name = config.run.run_name or default_run_name(config)

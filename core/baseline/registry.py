@@ -68,7 +68,10 @@ class LoadFailure:
 
     def describe(self) -> str:
         """One line: which plugin failed and why."""
-        return f"plugin {self.entry_point!r} from {self.distribution} {self.version} failed to load: {self.error}"
+        return (
+            f"plugin {self.entry_point!r} from {self.distribution} {self.version} "
+            f"failed to load: {self.error}"
+        )
 
 
 class ComponentRegistry:
@@ -125,9 +128,7 @@ class ComponentRegistry:
         )
 
 
-def check_registration(
-    kind: str, name: str, config_cls: Any, factory: Any
-) -> None:
+def check_registration(kind: str, name: str, config_cls: Any, factory: Any) -> None:
     """Reject a malformed registration with a message a plugin author can act on."""
     if kind not in CONFIG_BASE_BY_KIND:
         raise PluginError(f"unknown component kind {kind!r}; expected one of {', '.join(KINDS)}")
@@ -137,7 +138,9 @@ def check_registration(
             "starting with a letter"
         )
     base = CONFIG_BASE_BY_KIND[kind]
-    if not (isinstance(config_cls, type) and issubclass(config_cls, base) and attrs.has(config_cls)):
+    if not (
+        isinstance(config_cls, type) and issubclass(config_cls, base) and attrs.has(config_cls)
+    ):
         raise PluginError(
             f"{kind} {name!r}: config class must be an attrs class derived from "
             f"baseline.config.{base.__name__}, got {config_cls!r}"

@@ -18,19 +18,21 @@ def check_requirements(requirements: Iterable[str]) -> None:
             requirement = Requirement(text)
         except InvalidRequirement as error:
             raise ConfigError(
-                f"invalid requirement {text!r} ({error}); write it like \"baseline-bpe>=0.1\"",
+                f'invalid requirement {text!r} ({error}); write it like "baseline-bpe>=0.1"',
                 key_path=key_path,
             ) from None
         try:
             installed = metadata.version(requirement.name)
         except metadata.PackageNotFoundError:
             raise ConfigError(
-                f"{requirement.name} is not installed; run: pip install \"{text}\"",
+                f'{requirement.name} is not installed; run: pip install "{text}"',
                 key_path=key_path,
             ) from None
-        if requirement.specifier and not requirement.specifier.contains(installed, prereleases=True):
+        if requirement.specifier and not requirement.specifier.contains(
+            installed, prereleases=True
+        ):
             raise ConfigError(
                 f"{requirement.name} {installed} is installed but {text!r} is required; "
-                f"run: pip install --upgrade \"{text}\"",
+                f'run: pip install --upgrade "{text}"',
                 key_path=key_path,
             )

@@ -141,8 +141,9 @@ def check_tokenizer_adapter(
     is valid, and a tokenizer loaded from :meth:`save`'s file encodes identically.
     """
     tokenizer: TokenizerAdapter = make()
-    assert isinstance(tokenizer, TokenizerAdapter), "adapter does not satisfy TokenizerAdapter"
     tokenizer.fit(iter(training_texts))
+    # isinstance() reads the protocol's properties, which may need a fitted tokenizer.
+    assert isinstance(tokenizer, TokenizerAdapter), "adapter does not satisfy TokenizerAdapter"
     assert tokenizer.vocab_size > 0, "vocab_size must be positive"
     assert 0 <= tokenizer.end_of_segment_id < tokenizer.vocab_size, "end_of_segment_id out of range"
     encoded = tokenizer.encode_batch(list(texts))
@@ -158,7 +159,9 @@ def check_tokenizer_adapter(
     reloaded: TokenizerAdapter = make()
     reloaded.load(workdir / file_name)
     assert reloaded.encode_batch(list(texts)) == encoded, "a reloaded tokenizer encodes differently"
-    assert reloaded.vocab_size == tokenizer.vocab_size, "a reloaded tokenizer has another vocab size"
+    assert reloaded.vocab_size == tokenizer.vocab_size, (
+        "a reloaded tokenizer has another vocab size"
+    )
     return tokenizer
 
 
@@ -189,7 +192,7 @@ def check_model_adapter(adapter: ModelAdapter, *, vocab_size: int = 64, seq_len:
     loss = torch.nn.functional.cross_entropy(
         model(tokens[:, :-1]).reshape(-1, vocab_size), tokens[:, 1:].reshape(-1)
     )
-    loss.backward()
+    loss.backward()  # type: ignore[no-untyped-call]
     grads = [p.grad for p in model.parameters() if p.requires_grad]
     assert grads and all(g is not None for g in grads), "some parameters got no gradient"
     return model

@@ -13,7 +13,12 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 
-from baseline.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
+from baseline.checkpoint import (
+    capture_rng_state,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
 from baseline.config import ExperimentConfig
 from baseline.errors import ConfigError, TrainingError
 from baseline.optim import build_optimizer, learning_rate_factor
@@ -27,7 +32,10 @@ log = logging.getLogger("baseline")
 
 #: Config keys that must not change when a run is resumed (the data order and model depend on them).
 RESUME_LOCKED_SECTIONS = ("dataset", "tokenizer", "model", "split")
-RESUME_LOCKED_KEYS = {"train": ("seq_len", "stride", "batch_size", "data_fraction"), "run": ("seed",)}
+RESUME_LOCKED_KEYS = {
+    "train": ("seq_len", "stride", "batch_size", "data_fraction"),
+    "run": ("seed",),
+}
 
 
 def select_device(requested: str) -> torch.device:
@@ -37,7 +45,10 @@ def select_device(requested: str) -> torch.device:
     if requested == "auto":
         return torch.device("cuda" if cuda else "mps" if mps else "cpu")
     if (requested == "cuda" and not cuda) or (requested == "mps" and not mps):
-        raise ConfigError(f"{requested} is not available on this machine; use \"auto\" or \"cpu\"", key_path="train.device")
+        raise ConfigError(
+            f'{requested} is not available on this machine; use "auto" or "cpu"',
+            key_path="train.device",
+        )
     return torch.device(requested)
 
 
@@ -57,10 +68,14 @@ def locked_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> 
     """Key paths that differ between two config dicts and make resuming unsafe."""
     old, new = flatten(saved), flatten(current)
     locked_prefixes = tuple(f"{section}." for section in RESUME_LOCKED_SECTIONS)
-    locked_exact = {f"{section}.{key}" for section, keys in RESUME_LOCKED_KEYS.items() for key in keys}
+    locked_exact = {
+        f"{section}.{key}" for section, keys in RESUME_LOCKED_KEYS.items() for key in keys
+    }
     differing = []
     for key in sorted(set(old) | set(new)):
-        if (key.startswith(locked_prefixes) or key in locked_exact) and old.get(key) != new.get(key):
+        if (key.startswith(locked_prefixes) or key in locked_exact) and old.get(key) != new.get(
+            key
+        ):
             differing.append(key)
     return differing
 
@@ -92,10 +107,14 @@ class Trainer:
             seed=config.run.seed,
         )
         self.eval_windows = EvalWindows(
-            data.validation_tokens, seq_len=train.seq_len, batch_size=train.effective_eval_batch_size
+            data.validation_tokens,
+            seq_len=train.seq_len,
+            batch_size=train.effective_eval_batch_size,
         )
         self.tokens_per_byte = len(data.validation_tokens) / max(1, data.validation_bytes)
-        self.model = components.model.build(components.tokenizer.vocab_size, train.seq_len).to(self.device)
+        self.model = components.model.build(components.tokenizer.vocab_size, train.seq_len).to(
+            self.device
+        )
         self.num_parameters = sum(p.numel() for p in self.model.parameters())
         self.optimizer = build_optimizer(self.model, train)
         self.steps_per_epoch = self.windows.steps_per_epoch
@@ -140,7 +159,9 @@ class Trainer:
         self.best_val_loss = state["best_val_loss"]
         restore_rng_state(state["rng"])
         self.resumed = True
-        log.info("resumed from %s at step %d (epoch %d)", self.checkpoint_path, self.step, self.epoch + 1)
+        log.info(
+            "resumed from %s at step %d (epoch %d)", self.checkpoint_path, self.step, self.epoch + 1
+        )
 
     def save_checkpoint(self) -> None:
         """Save everything needed to continue from the current step."""
@@ -219,7 +240,7 @@ class Trainer:
             lr = self._set_learning_rate()
             loss = self._loss(batch)
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]
             if train.grad_clip_norm:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), train.grad_clip_norm)
             self.optimizer.step()
@@ -250,13 +271,21 @@ class Trainer:
                 metrics = self.evaluate()
                 self.best_val_loss = min(self.best_val_loss, metrics["val_loss"])
                 emit(MetricRecord(self.step, self.tokens_seen, epoch + 1, "validation", metrics))
-                summary = {"train_loss_epoch": epoch_loss, "train_perplexity_epoch": _perplexity(epoch_loss), **metrics}
+                summary = {
+                    "train_loss_epoch": epoch_loss,
+                    "train_perplexity_epoch": _perplexity(epoch_loss),
+                    **metrics,
+                }
                 emit(MetricRecord(self.step, self.tokens_seen, epoch + 1, "epoch", summary))
                 final.update(summary)
                 self.epoch = epoch + 1
                 self.step_in_epoch = 0
 
-            if checkpoint_every and self.step % checkpoint_every == 0 and self.step < self.total_steps:
+            if (
+                checkpoint_every
+                and self.step % checkpoint_every == 0
+                and self.step < self.total_steps
+            ):
                 self._check_finite(loss.item())
                 self.save_checkpoint()
         self.save_checkpoint()

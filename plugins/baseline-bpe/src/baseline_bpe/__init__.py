@@ -8,7 +8,6 @@ be read, is an error: it is never silently retrained over.
 from __future__ import annotations
 
 from baseline.hookspecs import Register, hookimpl
-
 from baseline_bpe.config import BPETokenizerConfig
 
 __all__ = ["BPETokenizerConfig"]

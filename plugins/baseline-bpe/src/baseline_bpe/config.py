@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import attrs
 
-from baseline.config import TokenizerConfig, at_least, config_class, path_field
+from baseline.config import TokenizerConfig, at_least, path_field
 
 #: Byte-level BPE always holds the 256 single-byte tokens.
 BYTE_ALPHABET_SIZE = 256
 
 
-@config_class
+@attrs.frozen(kw_only=True)
 class BPETokenizerConfig(TokenizerConfig):
     """Byte-level BPE.
 
@@ -28,7 +28,10 @@ class BPETokenizerConfig(TokenizerConfig):
     @property
     def special_tokens(self) -> list[str]:
         """``<|endofsegment|>`` followed by reserved tokens."""
-        return ["<|endofsegment|>", *(f"<|reserved_{i}|>" for i in range(1, self.num_special_tokens))]
+        return [
+            "<|endofsegment|>",
+            *(f"<|reserved_{i}|>" for i in range(1, self.num_special_tokens)),
+        ]
 
     @property
     def vocab_size(self) -> int:

@@ -10,7 +10,6 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from baseline.artifacts import atomic_write_text
 from baseline.errors import ConfigError, DataError
-
 from baseline_bpe.config import BPETokenizerConfig
 
 RUN_DIR_FILENAME = "tokenizer.json"
@@ -43,7 +42,7 @@ class BPETokenizer:
         return token_id
 
     def fit(self, texts: Iterator[str]) -> None:
-        """Load ``vocab_path`` when it exists (it must match), else train on ``texts`` and save it."""
+        """Load ``vocab_path`` if it exists (it must match), else train on ``texts`` and save."""
         path = Path(self.config.vocab_path)
         if path.is_dir():
             raise ConfigError(
@@ -108,7 +107,9 @@ class BPETokenizer:
                 f"num_special_tokens={self.config.num_special_tokens})"
             )
         if found_specials != self.config.special_tokens:
-            problems.append(f"special tokens {found_specials}, expected {self.config.special_tokens}")
+            problems.append(
+                f"special tokens {found_specials}, expected {self.config.special_tokens}"
+            )
         if problems:
             raise ConfigError(
                 f"{path} does not match the config: {'; '.join(problems)}. Delete it to retrain, "

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import attrs
 
-from baseline.config import ExperimentConfig, ModelConfig, at_least, between, config_class
+from baseline.config import ExperimentConfig, ModelConfig, at_least, between
 from baseline.errors import FieldError
 from baseline.hookspecs import Register, hookimpl
 
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 __all__ = ["BaselineDecoder", "BaselineDecoderConfig"]
 
 
-@config_class
+@attrs.frozen(kw_only=True)
 class BaselineDecoderConfig(ModelConfig):
     """Pre-norm decoder: token + learned position embeddings, ``layers`` blocks of causal
     self-attention (``scaled_dot_product_attention``) and a GELU MLP, final LayerNorm."""
@@ -29,7 +29,9 @@ class BaselineDecoderConfig(ModelConfig):
     layers: int = attrs.field(default=4, validator=at_least(1))
     #: Hidden width of the MLP as a multiple of ``d_model``.
     mlp_ratio: float = attrs.field(default=4.0, validator=at_least(0, exclusive=True))
-    dropout: float = attrs.field(default=0.0, validator=between(0.0, 1.0, low_inclusive=True, high_inclusive=False))
+    dropout: float = attrs.field(
+        default=0.0, validator=between(0.0, 1.0, low_inclusive=True, high_inclusive=False)
+    )
     bias: bool = False
     tie_embeddings: bool = True
     init_std: float = attrs.field(default=0.02, validator=at_least(0, exclusive=True))
@@ -57,4 +59,3 @@ class BaselineDecoder:
 def baseline_register_models(register: Register) -> None:
     """Register the ``baseline_decoder`` model."""
     register("baseline_decoder", BaselineDecoderConfig, BaselineDecoder)
-

@@ -98,7 +98,9 @@ class DecoderModel(nn.Module):
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         steps = tokens.size(1)
         if steps > self.max_seq_len:
-            raise ValueError(f"sequence of {steps} tokens exceeds the model's {self.max_seq_len} positions")
+            raise ValueError(
+                f"sequence of {steps} tokens exceeds the model's {self.max_seq_len} positions"
+            )
         positions = torch.arange(steps, device=tokens.device)
         x = self.dropout(self.token_embedding(tokens) + self.position_embedding(positions))
         for block in self.blocks:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import attrs
 import numpy as np
 
-from baseline.config import SplitConfig, between, config_class
+from baseline.config import SplitConfig, between
 from baseline.errors import ConfigError
 from baseline.hookspecs import Register, hookimpl
 from baseline.protocols import SplitPlan
@@ -13,7 +13,7 @@ from baseline.protocols import SplitPlan
 __all__ = ["HoldoutSplit", "HoldoutSplitConfig"]
 
 
-@config_class
+@attrs.frozen(kw_only=True)
 class HoldoutSplitConfig(SplitConfig):
     """Hold out whole segments for validation.
 
@@ -21,7 +21,9 @@ class HoldoutSplitConfig(SplitConfig):
     ``train_fraction`` of the tokens are in the training split; the rest validate.
     """
 
-    train_fraction: float = attrs.field(default=0.9, validator=between(0.0, 1.0, high_inclusive=False))
+    train_fraction: float = attrs.field(
+        default=0.9, validator=between(0.0, 1.0, high_inclusive=False)
+    )
     seed: int = 42
     shuffle: bool = False
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import attrs
 
-from baseline.config import DatasetConfig, config_class, path_field
+from baseline.config import DatasetConfig, path_field
 from baseline.errors import ConfigError, FieldError
 from baseline.hookspecs import Register, hookimpl
 
@@ -23,7 +23,7 @@ def _non_empty_delimiter(_instance: Any, attribute: attrs.Attribute[Any], value:
         raise FieldError(attribute.name, 'must not be empty; use "\\n\\n" to split on blank lines')
 
 
-@config_class
+@attrs.frozen(kw_only=True)
 class LocalTextDatasetConfig(DatasetConfig):
     """A local UTF-8 text file, split into segments (documents) by ``segment_delimiter``.
 
@@ -46,15 +46,21 @@ class LocalTextDataset:
         try:
             raw = path.read_bytes()
         except FileNotFoundError:
-            raise ConfigError(f"{path}: file not found; fix the path", key_path="dataset.path") from None
+            raise ConfigError(
+                f"{path}: file not found; fix the path", key_path="dataset.path"
+            ) from None
         except IsADirectoryError:
             raise ConfigError(
                 f"{path}: is a directory; point it at a text file", key_path="dataset.path"
             ) from None
         except OSError as error:
-            raise ConfigError(f"{path}: cannot read ({error.strerror})", key_path="dataset.path") from None
+            raise ConfigError(
+                f"{path}: cannot read ({error.strerror})", key_path="dataset.path"
+            ) from None
         if b"\x00" in raw[:_BINARY_SNIFF_BYTES]:
-            raise ConfigError(f"{path}: looks like a binary file, not text", key_path="dataset.path")
+            raise ConfigError(
+                f"{path}: looks like a binary file, not text", key_path="dataset.path"
+            )
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as error:
@@ -63,9 +69,13 @@ class LocalTextDataset:
                 "iconv -f latin1 -t utf-8",
                 key_path="dataset.path",
             ) from None
-        segments = [segment for segment in text.split(self.config.segment_delimiter) if segment.strip()]
+        segments = [
+            segment for segment in text.split(self.config.segment_delimiter) if segment.strip()
+        ]
         if not segments:
-            raise ConfigError(f"{path}: is empty or whitespace only; add text", key_path="dataset.path")
+            raise ConfigError(
+                f"{path}: is empty or whitespace only; add text", key_path="dataset.path"
+            )
         return segments
 
     def segments(self) -> Iterator[str]:

@@ -1,0 +1,76 @@
+"""Developer sessions: ``nox -s tests`` (the whole suite), ``plugin``, ``lint``, ``demo``.
+
+torch is pinned to 2.13.0 through ``constraints.txt`` so that pip installs the local CPU
+wheel instead of resolving a newer CUDA build.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nox
+
+nox.options.default_venv_backend = "venv"
+nox.options.reuse_existing_virtualenvs = True
+nox.options.sessions = ["tests"]
+
+ROOT = Path(__file__).parent
+PLUGINS = sorted(p.name for p in (ROOT / "plugins").iterdir() if (p / "pyproject.toml").exists())
+CONSTRAINTS = ("-c", str(ROOT / "constraints.txt"))
+TEST_TOOLS = ("pytest>=8", "hypothesis>=6.100")
+OFFLINE_ENV = {
+    "WANDB_MODE": "offline",
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+
+
+def _install_torch_first(session: nox.Session) -> None:
+    session.install(*CONSTRAINTS, "torch==2.13.0")
+
+
+@nox.session(python="3.11")
+def tests(session: nox.Session) -> None:
+    """The core with every plugin installed: the whole suite."""
+    _install_torch_first(session)
+    editable = [arg for plugin in PLUGINS for arg in ("-e", f"plugins/{plugin}")]
+    session.install(*CONSTRAINTS, "-e", ".", *editable, *TEST_TOOLS)
+    test_dirs = ["tests", *(f"plugins/{plugin}/tests" for plugin in PLUGINS)]
+    session.run("pytest", *(session.posargs or test_dirs), env=OFFLINE_ENV)
+
+
+@nox.session(python="3.11")
+@nox.parametrize("plugin", PLUGINS)
+def plugin(session: nox.Session, plugin: str) -> None:
+    """One plugin installed alone with the core, running its own tests."""
+    _install_torch_first(session)
+    session.install(*CONSTRAINTS, ".", f"plugins/{plugin}", *TEST_TOOLS)
+    session.run("pytest", f"plugins/{plugin}/tests", "-p", "no:cacheprovider", env=OFFLINE_ENV)
+
+
+@nox.session(python="3.11")
+def lint(session: nox.Session) -> None:
+    """ruff (lint and format check) and mypy on the core."""
+    _install_torch_first(session)
+    session.install(
+        *CONSTRAINTS, "-e", ".", "ruff>=0.6", "mypy>=1.10", "pytest>=8", "hypothesis>=6.100"
+    )
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+    session.run("mypy")
+
+
+@nox.session(python="3.11")
+def demo(session: nox.Session) -> None:
+    """Train experiments/tiny_shakespeare.toml end to end."""
+    _install_torch_first(session)
+    editable = [arg for plugin in PLUGINS for arg in ("-e", f"plugins/{plugin}")]
+    session.install(*CONSTRAINTS, "-e", ".", *editable)
+    session.run(
+        "baseline-run",
+        "experiments/tiny_shakespeare.toml",
+        *session.posargs,
+        env={**OFFLINE_ENV, **{k: v for k, v in os.environ.items() if k.startswith("BASELINE_")}},
+    )
