@@ -308,8 +308,11 @@ def experiment_to_data(config: ExperimentConfig, registry: ComponentRegistry) ->
         "provider": list(config.logging.provider),
         "log_every_n_steps": config.logging.log_every_n_steps,
     }
-    for provider, logger_config in config.logging.loggers.items():
-        logging_data[provider] = plain(logger_config)
+    for provider in config.logging.provider:
+        settings = config.logging.loggers.get(provider)
+        if settings is None:  # configs built in Python may leave a logger's settings out
+            settings = registry.get("logger", provider).config_cls()
+        logging_data[provider] = plain(settings)
     data["logging"] = logging_data
     return data
 

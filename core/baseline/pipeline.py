@@ -265,7 +265,8 @@ def _start_loggers(
     sessions: list[LoggerSession] = []
     for provider in config.logging.provider:
         component = registry.get("logger", provider)
-        adapter = component.create(config.logging.loggers[provider])
+        settings = config.logging.loggers.get(provider) or component.config_cls()
+        adapter = component.create(settings)
         sessions.append(adapter.start(run_info))
     return sessions
 
