@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from baseline.errors import DataError
 from baseline.protocols import SplitPlan
-from baseline.tokens import build_token_stream, check_split_plan
+from baseline.tokens import build_token_stream, check_split_plan, open_token_stream
 from baseline.windows import EvalWindows, TrainWindows, window_starts
 
 
@@ -30,7 +30,9 @@ def test_token_stream_joins_segments_with_end_of_segment() -> None:
     assert stream.offsets.tolist() == [0, 3, 5, 8]
     assert stream.segment_token_counts.tolist() == [3, 2, 3]
     assert stream.byte_counts.tolist() == [2, 1, 2]
-    assert stream.select(np.array([2, 0])).tolist() == [100, 101, 128, 97, 98, 128]
+    assert stream.ranges(np.array([2, 0])) == [(0, 3), (5, 8)]
+    assert stream.ranges(np.array([1, 2, 0])) == [(0, 8)]
+    assert stream.token_count(np.array([0, 2])) == 6 and stream.byte_count(np.array([1])) == 1
 
 
 def test_empty_stream_is_an_error() -> None:
@@ -57,7 +59,7 @@ def test_window_starts_cover_full_windows_only(num_tokens: int, seq_len: int, st
 
 def test_train_batches_are_windows_of_the_stream_and_deterministic() -> None:
     tokens = np.arange(1000, dtype=np.uint16)
-    windows = TrainWindows(tokens, seq_len=8, stride=4, batch_size=5, data_fraction=0.5, seed=3)
+    windows = TrainWindows(tokens, [(0, 1000)], seq_len=8, stride=4, batch_size=5, data_fraction=0.5, seed=3)
     assert windows.num_windows == int(len(window_starts(1000, 8, 4)) * 0.5)
     batches = list(windows.batches(epoch=0))
     assert len(batches) == windows.steps_per_epoch
@@ -66,21 +68,38 @@ def test_train_batches_are_windows_of_the_stream_and_deterministic() -> None:
         assert torch.all(batch[:, 1:] - batch[:, :-1] == 1)  # consecutive tokens
         assert torch.all(batch[:, 0] % 4 == 0) and torch.all(batch[:, 0] < windows.num_windows * 4)
     again = list(
-        TrainWindows(tokens, seq_len=8, stride=4, batch_size=5, data_fraction=0.5, seed=3).batches(
+        TrainWindows(tokens, [(0, 1000)], seq_len=8, stride=4, batch_size=5, data_fraction=0.5, seed=3).batches(
             0
         )
     )
     assert all(torch.equal(a, b) for a, b in zip(batches, again, strict=True))
     other_epoch = list(windows.batches(epoch=1))
     assert not all(torch.equal(a, b) for a, b in zip(batches, other_epoch, strict=True))
-    resumed = list(windows.batches(epoch=0, start_step=3))
+    resumed = list(windows.batches(epoch=0, start_batch=3))
     assert all(torch.equal(a, b) for a, b in zip(batches[3:], resumed, strict=True))
 
 
 def test_eval_windows_cover_the_split_once() -> None:
     tokens = np.arange(105, dtype=np.int32)
-    windows = EvalWindows(tokens, seq_len=10, batch_size=4)
+    windows = EvalWindows(tokens, [(0, 105)], seq_len=10, batch_size=4)
     batches = list(windows.batches())
     assert [b.shape[0] for b in batches] == [4, 4, 2]
     firsts = torch.cat([b[:, 0] for b in batches]).tolist()
     assert firsts == list(range(0, 100, 10))
+
+
+def test_windows_never_cross_between_ranges() -> None:
+    tokens = np.arange(100, dtype=np.int32)
+    windows = TrainWindows(tokens, [(0, 30), (50, 75)], seq_len=9, stride=5, batch_size=1, data_fraction=1.0, seed=0)
+    starts = sorted(windows.starts.tolist())
+    assert starts == [0, 5, 10, 15, 20, 50, 55, 60, 65]
+    for batch in windows.batches(0):
+        first, last = int(batch[0, 0]), int(batch[0, -1])
+        assert (first < 30 and last < 30) or (first >= 50 and last < 75)
+
+
+def test_stream_on_disk_is_a_memory_map(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    stream = build_token_stream(["ab", "c"], CharTokenizer(), tmp_path)  # type: ignore[arg-type]
+    assert isinstance(stream.tokens, np.memmap)
+    assert stream.tokens.tolist() == [97, 98, 128, 99, 128]
+    assert open_token_stream(tmp_path).offsets.tolist() == [0, 3, 5]

@@ -146,6 +146,9 @@ class RunConfig:
     checkpoint_filename: str = attrs.field(default="baseline_checkpoint.pt", validator=_file_name)
     final_model_filename: str = attrs.field(default="baseline_model.pt", validator=_file_name)
     seed: int = attrs.field(default=1337, validator=at_least(0))
+    #: Token streams are cached here, keyed by dataset and tokenizer (default:
+    #: ``<artifacts_root>/.token_cache``).
+    token_cache_dir: str | None = path_field(default=None)
     #: Plugin distributions the experiment needs, as PEP 508 requirements.
     requires: tuple[str, ...] = ()
 
@@ -154,9 +157,18 @@ class RunConfig:
 class TrainConfig:
     """Optimisation and data-windowing settings."""
 
-    epochs: int = attrs.field(default=1, validator=at_least(1))
+    #: Passes over the training windows. Unset: 1, or unbounded when a ``max_*`` limit is set.
+    epochs: int | None = attrs.field(default=None, validator=at_least(1))
+    #: Stop after this many optimizer steps (the first limit reached ends training).
+    max_steps: int | None = attrs.field(default=None, validator=at_least(1))
+    #: Stop once this many training tokens have been seen.
+    max_tokens: int | None = attrs.field(default=None, validator=at_least(1))
+    #: Stop after this many seconds of training; the LR schedule follows elapsed time.
+    max_time_s: float | None = attrs.field(default=None, validator=at_least(0, exclusive=True))
     learning_rate: float = attrs.field(default=1e-3, validator=at_least(0, exclusive=True))
+    #: Windows per micro-batch; one optimizer step sees ``batch_size * grad_accumulation_steps``.
     batch_size: int = attrs.field(default=32, validator=at_least(1))
+    grad_accumulation_steps: int = attrs.field(default=1, validator=at_least(1))
     seq_len: int = attrs.field(default=128, validator=at_least(1))
     #: Distance between the starts of consecutive training windows (default: ``seq_len``).
     stride: int | None = attrs.field(default=None, validator=at_least(1))
@@ -176,6 +188,18 @@ class TrainConfig:
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     #: Threads for CPU kernels (0: PyTorch's default).
     num_threads: int = attrs.field(default=0, validator=at_least(0))
+
+    @property
+    def has_limit(self) -> bool:
+        """Whether a ``max_steps``, ``max_tokens`` or ``max_time_s`` limit is set."""
+        return any(v is not None for v in (self.max_steps, self.max_tokens, self.max_time_s))
+
+    @property
+    def effective_epochs(self) -> int | None:
+        """Epochs to run; ``None`` means until a ``max_*`` limit stops training."""
+        if self.epochs is not None:
+            return self.epochs
+        return None if self.has_limit else 1
 
     @property
     def effective_stride(self) -> int:

@@ -47,7 +47,7 @@ class ConsoleSession:
         self.epochs: list[dict[str, Any]] = []
         console.print(
             f"[bold]{run.project_name}[/bold] / {run.run_name}: "
-            f"{run.total_steps} steps -> {run.run_dir}"
+            f"{run.total_steps or 'time-limited'} steps -> {run.run_dir}"
         )
         if config.progress_bar and console.is_terminal:
             self.progress = Progress(
@@ -85,7 +85,8 @@ class ConsoleSession:
                     rate=f"{rate:,.0f}" if rate is not None else "-",
                 )
             else:
-                parts = [f"step {record.step}/{self.run.total_steps}", f"epoch {record.epoch}"]
+                total = self.run.total_steps or "?"
+                parts = [f"step {record.step}/{total}", f"epoch {record.epoch}"]
                 if loss is not None:
                     parts.append(f"loss {loss:.4f}")
                 if rate is not None:

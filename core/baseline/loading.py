@@ -309,7 +309,7 @@ def experiment_to_data(config: ExperimentConfig, registry: ComponentRegistry) ->
         "log_every_n_steps": config.logging.log_every_n_steps,
     }
     for provider in config.logging.provider:
-        settings = config.logging.loggers.get(provider)
+        settings: ComponentConfig | None = config.logging.loggers.get(provider)
         if settings is None:  # configs built in Python may leave a logger's settings out
             settings = registry.get("logger", provider).config_cls()
         logging_data[provider] = plain(settings)

@@ -41,16 +41,15 @@ def build_optimizer(model: torch.nn.Module, train: TrainConfig) -> torch.optim.A
     )
 
 
-def learning_rate_factor(step: int, total_steps: int, train: TrainConfig) -> float:
+def learning_rate_factor(step: int, progress: float, train: TrainConfig) -> float:
     """Multiplier of ``learning_rate`` at optimizer step ``step`` (0-based).
 
-    Linear warmup over ``warmup_steps``, then constant or cosine decay to ``min_lr_ratio``.
+    Linear warmup over ``warmup_steps``, then constant, or cosine decay to ``min_lr_ratio``
+    as ``progress`` (the fraction of training done, by steps or by time) goes from 0 to 1.
     """
     if train.warmup_steps and step < train.warmup_steps:
         return (step + 1) / train.warmup_steps
     if train.lr_schedule == "constant":
         return 1.0
-    decay_steps = max(1, total_steps - train.warmup_steps)
-    progress = min(1.0, (step - train.warmup_steps) / decay_steps)
-    cosine = 0.5 * (1.0 + math.cos(math.pi * progress))
+    cosine = 0.5 * (1.0 + math.cos(math.pi * min(1.0, max(0.0, progress))))
     return train.min_lr_ratio + (1.0 - train.min_lr_ratio) * cosine

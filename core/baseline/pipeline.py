@@ -29,9 +29,11 @@ from baseline.protocols import (
     TokenizerAdapter,
 )
 from baseline.registry import ComponentRegistry
+from baseline.token_cache import adapter_fingerprint, cache_key, load_or_build
 from baseline.tokens import TokenStream, build_token_stream, check_split_plan
 from baseline.validation import validate_experiment_config
 from baseline.versions import environment_versions
+from baseline.windows import range_window_starts
 
 log = logging.getLogger("baseline")
 
@@ -48,12 +50,19 @@ class Components:
 
 @attrs.frozen
 class PreparedData:
-    """Token arrays for training and validation, and the validation text size in bytes."""
+    """The token stream and the token ranges of each side of the split."""
 
-    train_tokens: np.ndarray
-    validation_tokens: np.ndarray
+    stream: TokenStream
+    train_ranges: list[tuple[int, int]]
+    validation_ranges: list[tuple[int, int]]
+    train_tokens: int
+    validation_tokens: int
     validation_bytes: int
-    num_segments: int
+
+    @property
+    def tokens(self) -> np.ndarray:
+        """All tokens (a memory map when the stream is cached)."""
+        return self.stream.tokens
 
 
 @attrs.frozen
@@ -98,8 +107,53 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def prepare_data(config: ExperimentConfig, components: Components) -> PreparedData:
-    """Fit the tokenizer, build the token stream, split it, and check it is big enough."""
+def token_cache_root(config: ExperimentConfig) -> Path:
+    """Where token streams are cached for this experiment."""
+    if config.run.token_cache_dir is not None:
+        return Path(config.run.token_cache_dir)
+    return Path(config.run.artifacts_root) / ".token_cache"
+
+
+def load_token_stream(
+    config: ExperimentConfig, components: Components, config_data: Mapping[str, Any]
+) -> TokenStream:
+    """Tokenize the corpus, or reuse the cached stream of an identical dataset and tokenizer."""
+    started = time.perf_counter()
+    dataset_fingerprint = adapter_fingerprint(components.dataset)
+    tokenizer_fingerprint = adapter_fingerprint(components.tokenizer)
+    if dataset_fingerprint is None or tokenizer_fingerprint is None:
+        stream = build_token_stream(components.dataset.segments(), components.tokenizer)
+        log.info(
+            "token stream: %s tokens (%.1fs; not cached: an adapter has no fingerprint)",
+            f"{len(stream.tokens):,}",
+            time.perf_counter() - started,
+        )
+        return stream
+    key = cache_key(
+        {
+            "dataset": config_data["dataset"],
+            "tokenizer": config_data["tokenizer"],
+            "dataset_fingerprint": dataset_fingerprint,
+            "tokenizer_fingerprint": tokenizer_fingerprint,
+        }
+    )
+    stream, hit = load_or_build(
+        token_cache_root(config), key, components.dataset.segments, components.tokenizer
+    )
+    log.info(
+        "token stream: %s tokens in %s segments, %s (%.1fs)",
+        f"{len(stream.tokens):,}",
+        f"{stream.num_segments:,}",
+        "loaded from the token cache, tokenization skipped" if hit else "tokenized and cached",
+        time.perf_counter() - started,
+    )
+    return stream
+
+
+def prepare_data(
+    config: ExperimentConfig, components: Components, config_data: Mapping[str, Any]
+) -> PreparedData:
+    """Fit the tokenizer, build (or reuse) the token stream, split it, check its size."""
     started = time.perf_counter()
     components.tokenizer.fit(components.dataset.segments())
     log.info(
@@ -107,37 +161,34 @@ def prepare_data(config: ExperimentConfig, components: Components) -> PreparedDa
         components.tokenizer.vocab_size,
         time.perf_counter() - started,
     )
-    started = time.perf_counter()
-    stream = build_token_stream(components.dataset.segments(), components.tokenizer)
-    log.info(
-        "token stream: %s tokens in %s segments (%.1fs)",
-        f"{len(stream.tokens):,}",
-        f"{stream.num_segments:,}",
-        time.perf_counter() - started,
-    )
+    stream = load_token_stream(config, components, config_data)
     plan = components.split.split(stream.segment_token_counts)
     check_split_plan(plan, stream.num_segments)
+    train = np.asarray(plan.train, dtype=np.int64)
+    validation = np.asarray(plan.validation, dtype=np.int64)
     prepared = PreparedData(
-        train_tokens=stream.select(np.asarray(plan.train, dtype=np.int64)),
-        validation_tokens=stream.select(np.asarray(plan.validation, dtype=np.int64)),
-        validation_bytes=int(stream.byte_counts[np.asarray(plan.validation, dtype=np.int64)].sum()),
-        num_segments=stream.num_segments,
+        stream=stream,
+        train_ranges=stream.ranges(train),
+        validation_ranges=stream.ranges(validation),
+        train_tokens=stream.token_count(train),
+        validation_tokens=stream.token_count(validation),
+        validation_bytes=stream.byte_count(validation),
     )
-    _check_data_size(config, prepared, stream)
+    _check_data_size(config, prepared)
     return prepared
 
 
-def _check_data_size(config: ExperimentConfig, data: PreparedData, stream: TokenStream) -> None:
+def _check_data_size(config: ExperimentConfig, data: PreparedData) -> None:
     train = config.train
     window = train.seq_len + 1
-    if len(data.train_tokens) < window:
+    train_windows = range_window_starts(data.train_ranges, train.seq_len, train.effective_stride)
+    if not len(train_windows):
         raise ConfigError(
-            f"the training split has {len(data.train_tokens):,} tokens, fewer than one window of "
-            f"seq_len + 1 = {window}; lower train.seq_len or use more data",
+            f"the training split has {data.train_tokens:,} tokens and no run of segments as "
+            f"long as one window of seq_len + 1 = {window}; lower train.seq_len or use more data",
             key_path="train.seq_len",
         )
-    windows = (len(data.train_tokens) - window) // train.effective_stride + 1
-    used = int(windows * train.data_fraction)
+    used = int(len(train_windows) * train.data_fraction)
     if used < train.batch_size:
         raise ConfigError(
             f"the training split gives {used:,} windows (seq_len={train.seq_len}, "
@@ -145,10 +196,10 @@ def _check_data_size(config: ExperimentConfig, data: PreparedData, stream: Token
             f"one batch of {train.batch_size}; lower train.batch_size or use more data",
             key_path="train.batch_size",
         )
-    if len(data.validation_tokens) < window:
+    if not len(range_window_starts(data.validation_ranges, train.seq_len, train.seq_len)):
         raise ConfigError(
-            f"the validation split has {len(data.validation_tokens):,} tokens "
-            f"({stream.num_segments:,} segments in all), fewer than one window of {window}; "
+            f"the validation split has {data.validation_tokens:,} tokens "
+            f"({data.stream.num_segments:,} segments in all) and no window of {window} tokens; "
             "lower split.train_fraction or train.seq_len",
             key_path="split",
         )
@@ -186,11 +237,11 @@ def _run_pipeline(config: ExperimentConfig, plugins: PluginSet | None) -> RunRes
         run_dir, resume=config.run.resume_from_checkpoint, overwrite=config.run.overwrite
     )
     seed_everything(config.run.seed)
-    data = prepare_data(config, components)
+    config_data = experiment_to_data(config, registry)
+    data = prepare_data(config, components, config_data)
 
     from baseline.training import Trainer  # torch is imported only once training starts
 
-    config_data = experiment_to_data(config, registry)
     trainer = Trainer(config, components, data, run_dir, config_data)
     artifacts.atomic_write_json(
         run_dir / artifacts.RUN_CONFIG_FILENAME,
@@ -202,10 +253,10 @@ def _run_pipeline(config: ExperimentConfig, plugins: PluginSet | None) -> RunRes
             "device": str(trainer.device),
             "parameters": trainer.num_parameters,
             "data": {
-                "train_tokens": len(data.train_tokens),
-                "validation_tokens": len(data.validation_tokens),
+                "train_tokens": data.train_tokens,
+                "validation_tokens": data.validation_tokens,
                 "validation_bytes": data.validation_bytes,
-                "segments": data.num_segments,
+                "segments": data.stream.num_segments,
             },
         },
     )
@@ -215,7 +266,7 @@ def _run_pipeline(config: ExperimentConfig, plugins: PluginSet | None) -> RunRes
         run_name=run_name,
         run_dir=run_dir,
         config=config_data,
-        epochs=config.train.epochs,
+        epochs=config.train.effective_epochs,
         steps_per_epoch=trainer.steps_per_epoch,
         total_steps=trainer.total_steps,
         start_step=trainer.step,

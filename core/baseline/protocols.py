@@ -25,6 +25,9 @@ class DatasetAdapter(Protocol):
         """Yield every segment, in a deterministic order; may be called more than once."""
         ...
 
+    # Optional: ``fingerprint() -> str``, a hash that changes whenever ``segments()`` would
+    # yield something else. With it (and the tokenizer's), token streams are cached on disk.
+
 
 @runtime_checkable
 class TokenizerAdapter(Protocol):
@@ -63,6 +66,8 @@ class TokenizerAdapter(Protocol):
         """Text of a sequence of token ids."""
         ...
 
+    # Optional: ``fingerprint() -> str``, a hash of everything that determines the encoding.
+
 
 @runtime_checkable
 class ModelAdapter(Protocol):
@@ -99,9 +104,11 @@ class RunInfo:
     run_dir: Path
     #: The normalized experiment config as plain data (what ``run_config.json`` holds).
     config: Mapping[str, Any]
-    epochs: int
+    #: ``None`` when training runs until a ``max_*`` limit.
+    epochs: int | None
     steps_per_epoch: int
-    total_steps: int
+    #: ``None`` when only a time limit ends training.
+    total_steps: int | None
     #: First step of this process (non-zero when resuming).
     start_step: int = 0
 

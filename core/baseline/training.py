@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import math
 import time
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 
+from baseline.artifacts import atomic_write_with
 from baseline.checkpoint import (
     capture_rng_state,
     load_checkpoint,
@@ -95,11 +97,13 @@ class Trainer:
         if train.num_threads:
             torch.set_num_threads(train.num_threads)
         self.config = config
+        self.train_config = train
         self.config_data = config_data
         self.run_dir = run_dir
         self.device = select_device(train.device)
         self.windows = TrainWindows(
-            data.train_tokens,
+            data.tokens,
+            data.train_ranges,
             seq_len=train.seq_len,
             stride=train.effective_stride,
             batch_size=train.batch_size,
@@ -107,25 +111,34 @@ class Trainer:
             seed=config.run.seed,
         )
         self.eval_windows = EvalWindows(
-            data.validation_tokens,
+            data.tokens,
+            data.validation_ranges,
             seq_len=train.seq_len,
             batch_size=train.effective_eval_batch_size,
         )
-        self.tokens_per_byte = len(data.validation_tokens) / max(1, data.validation_bytes)
-        self.model = components.model.build(components.tokenizer.vocab_size, train.seq_len).to(
-            self.device
-        )
+        self.tokens_per_byte = data.validation_tokens / max(1, data.validation_bytes)
+        vocab_size = components.tokenizer.vocab_size
+        self.model = components.model.build(vocab_size, train.seq_len).to(self.device)
         self.num_parameters = sum(p.numel() for p in self.model.parameters())
         self.optimizer = build_optimizer(self.model, train)
-        self.steps_per_epoch = self.windows.steps_per_epoch
-        self.total_steps = self.steps_per_epoch * train.epochs
+        self.accumulation = train.grad_accumulation_steps
+        self.steps_per_epoch = self.windows.steps_per_epoch // self.accumulation
+        self.tokens_per_step = train.batch_size * self.accumulation * train.seq_len
+        self.total_steps = self._planned_steps()
         self.checkpoint_path = run_dir / config.run.checkpoint_filename
         self.step = 0
         self.epoch = 0
         self.step_in_epoch = 0
         self.tokens_seen = 0
+        self.train_time_s = 0.0
         self.best_val_loss = math.inf
         self.resumed = False
+        if self.steps_per_epoch < 1:
+            raise ConfigError(
+                f"one optimizer step needs {train.batch_size * self.accumulation} windows but "
+                f"an epoch has {self.windows.num_windows}; lower train.grad_accumulation_steps",
+                key_path="train.grad_accumulation_steps",
+            )
         log.info(
             "model: %s parameters on %s; %s training windows, %d steps per epoch",
             f"{self.num_parameters:,}",
@@ -135,6 +148,19 @@ class Trainer:
         )
         if config.run.resume_from_checkpoint:
             self._resume()
+
+    def _planned_steps(self) -> int | None:
+        """Steps until the first step- or token-based limit; ``None`` if only time bounds it."""
+        train = self.train_config
+        limits = []
+        epochs = train.effective_epochs
+        if epochs is not None:
+            limits.append(epochs * self.steps_per_epoch)
+        if train.max_steps is not None:
+            limits.append(train.max_steps)
+        if train.max_tokens is not None:
+            limits.append(math.ceil(train.max_tokens / self.tokens_per_step))
+        return min(limits) if limits else None
 
     # -- checkpoints -----------------------------------------------------------------------
 
@@ -156,6 +182,7 @@ class Trainer:
         self.epoch = state["epoch"]
         self.step_in_epoch = state["step_in_epoch"]
         self.tokens_seen = state["tokens_seen"]
+        self.train_time_s = state["train_time_s"]
         self.best_val_loss = state["best_val_loss"]
         restore_rng_state(state["rng"])
         self.resumed = True
@@ -174,6 +201,7 @@ class Trainer:
                 "epoch": self.epoch,
                 "step_in_epoch": self.step_in_epoch,
                 "tokens_seen": self.tokens_seen,
+                "train_time_s": self.train_time_s,
                 "best_val_loss": self.best_val_loss,
                 "rng": capture_rng_state(),
                 "config": dict(self.config_data),
@@ -182,8 +210,6 @@ class Trainer:
 
     def save_final_model(self) -> None:
         """Write the trained weights (a state dict) as the final model."""
-        from baseline.artifacts import atomic_write_with
-
         state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
         atomic_write_with(
             self.run_dir / self.config.run.final_model_filename,
@@ -204,56 +230,85 @@ class Trainer:
             logits = self.model(inputs)
         return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1))
 
-    def _set_learning_rate(self) -> float:
-        lr = self.config.train.learning_rate * learning_rate_factor(
-            self.step, self.total_steps, self.config.train
+    def progress(self, elapsed_s: float) -> float:
+        """Fraction of training done: the furthest of steps and time against their limits."""
+        fractions = [0.0]
+        if self.total_steps:
+            fractions.append(self.step / self.total_steps)
+        if self.train_config.max_time_s:
+            fractions.append(elapsed_s / self.train_config.max_time_s)
+        return min(1.0, max(fractions))
+
+    def _set_learning_rate(self, elapsed_s: float) -> float:
+        lr = self.train_config.learning_rate * learning_rate_factor(
+            self.step, self.progress(elapsed_s), self.train_config
         )
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         return lr
 
-    def _batches(self) -> Iterator[tuple[int, torch.Tensor]]:
-        for epoch in range(self.epoch, self.config.train.epochs):
+    def _steps(self) -> Iterator[tuple[int, list[torch.Tensor]]]:
+        """Yield ``(epoch, micro-batches)`` for each remaining optimizer step."""
+        epochs = self.train_config.effective_epochs
+        epoch_numbers = (
+            range(self.epoch, epochs) if epochs is not None else itertools.count(self.epoch)
+        )
+        for epoch in epoch_numbers:
             start = self.step_in_epoch if epoch == self.epoch else 0
-            for batch in self.windows.batches(epoch, start):
-                yield epoch, batch
+            micro_batches = self.windows.batches(epoch, start * self.accumulation)
+            for _ in range(start, self.steps_per_epoch):
+                yield epoch, [next(micro_batches) for _ in range(self.accumulation)]
+
+    def _limit_reached(self, elapsed_s: float) -> bool:
+        train = self.train_config
+        return (self.total_steps is not None and self.step >= self.total_steps) or (
+            train.max_time_s is not None and elapsed_s >= train.max_time_s
+        )
 
     def train(self, emit: Callable[[MetricRecord], None]) -> dict[str, float]:
         """Run the remaining steps, emitting metric records; return the final metrics."""
-        train = self.config.train
         log_every = self.config.logging.log_every_n_steps
         checkpoint_every = self.config.run.checkpoint_every_n_steps
-        tokens_per_step = train.batch_size * train.seq_len
+        clip = self.train_config.grad_clip_norm
         final: dict[str, float] = {}
         loss_sum = torch.zeros((), device=self.device)
         epoch_loss_sum = torch.zeros((), device=self.device)
         steps_since_log = epoch_steps = 0
+        clock_start = time.perf_counter() - self.train_time_s
         last_log_time, last_log_tokens = time.perf_counter(), self.tokens_seen
         self.model.train()
         current_epoch = self.epoch
-        for epoch, batch in self._batches():
+        lr = self._set_learning_rate(self.train_time_s)
+        if self._limit_reached(self.train_time_s):
+            return final
+        for epoch, micro_batches in self._steps():
             if epoch != current_epoch:
                 current_epoch = epoch
                 epoch_loss_sum.zero_()
                 epoch_steps = 0
             self.epoch = epoch
-            lr = self._set_learning_rate()
-            loss = self._loss(batch)
+            lr = self._set_learning_rate(time.perf_counter() - clock_start)
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()  # type: ignore[no-untyped-call]
-            if train.grad_clip_norm:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), train.grad_clip_norm)
+            step_loss = torch.zeros((), device=self.device)
+            for batch in micro_batches:
+                loss = self._loss(batch) / self.accumulation
+                loss.backward()  # type: ignore[no-untyped-call]
+                step_loss += loss.detach()
+            if clip:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
             self.optimizer.step()
             self.step += 1
             self.step_in_epoch += 1
-            self.tokens_seen += tokens_per_step
-            detached = loss.detach()
-            loss_sum += detached
-            epoch_loss_sum += detached
+            self.tokens_seen += self.tokens_per_step
+            loss_sum += step_loss
+            epoch_loss_sum += step_loss
             steps_since_log += 1
             epoch_steps += 1
+            self.train_time_s = time.perf_counter() - clock_start
+            stop = self._limit_reached(self.train_time_s)
+            epoch_done = self.step_in_epoch == self.steps_per_epoch
 
-            if self.step % log_every == 0 or self.step == self.total_steps:
+            if self.step % log_every == 0 or stop or epoch_done:
                 mean_loss = loss_sum.item() / steps_since_log
                 self._check_finite(mean_loss)
                 now = time.perf_counter()
@@ -265,7 +320,7 @@ class Trainer:
                 steps_since_log = 0
                 last_log_time, last_log_tokens = now, self.tokens_seen
 
-            if self.step_in_epoch == self.steps_per_epoch:
+            if epoch_done or stop:
                 epoch_loss = epoch_loss_sum.item() / max(epoch_steps, 1)
                 self._check_finite(epoch_loss)
                 metrics = self.evaluate()
@@ -278,15 +333,15 @@ class Trainer:
                 }
                 emit(MetricRecord(self.step, self.tokens_seen, epoch + 1, "epoch", summary))
                 final.update(summary)
-                self.epoch = epoch + 1
-                self.step_in_epoch = 0
+                if epoch_done:
+                    self.epoch = epoch + 1
+                    self.step_in_epoch = 0
+                last_log_time = time.perf_counter()  # validation time is not training throughput
 
-            if (
-                checkpoint_every
-                and self.step % checkpoint_every == 0
-                and self.step < self.total_steps
-            ):
-                self._check_finite(loss.item())
+            if stop:
+                break
+            if checkpoint_every and self.step % checkpoint_every == 0:
+                self._check_finite(step_loss.item())
                 self.save_checkpoint()
         self.save_checkpoint()
         return final

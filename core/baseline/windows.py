@@ -1,27 +1,43 @@
-"""Training and validation windows over a token array, batched by tensor indexing.
+"""Training and validation windows over a token array, batched by array indexing.
 
-A window is ``seq_len + 1`` consecutive tokens (inputs plus shifted targets). Batches are
-gathered with one advanced-indexing call per batch, with no Python loop per token.
+A window is ``seq_len + 1`` consecutive tokens (inputs plus shifted targets). A split is a
+set of token ranges of the stream (runs of adjacent segments); windows never cross from one
+range into another. The token array may be a read-only ``np.memmap``: batches gather their
+rows from it with one fancy-indexing call, with no copy of the corpus and no Python loop per
+token.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
 
+TokenRanges = Sequence[tuple[int, int]]
+
 
 def window_starts(num_tokens: int, seq_len: int, stride: int) -> np.ndarray:
-    """Start offsets of every full window of ``seq_len + 1`` tokens."""
+    """Start offsets of every full window of ``seq_len + 1`` tokens in ``num_tokens``."""
     last_start = num_tokens - (seq_len + 1)
     if last_start < 0:
         return np.zeros(0, dtype=np.int64)
     return np.arange(0, last_start + 1, stride, dtype=np.int64)
 
 
+def range_window_starts(ranges: TokenRanges, seq_len: int, stride: int) -> np.ndarray:
+    """Window starts, in stream coordinates, of every full window inside each range."""
+    parts = [start + window_starts(end - start, seq_len, stride) for start, end in ranges]
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+
+def _gather(tokens: np.ndarray, starts: np.ndarray, width: int) -> torch.Tensor:
+    rows = tokens[starts[:, None] + np.arange(width)]
+    return torch.from_numpy(rows.astype(np.int64, copy=False))
+
+
 class TrainWindows:
-    """The training windows of one run, reshuffled each epoch from ``seed`` and the epoch.
+    """The training windows of a run, reshuffled each epoch from ``seed`` and the epoch.
 
     Only the first ``data_fraction`` of the windows (in corpus order) are used. The last
     partial batch of an epoch is dropped so every step sees ``batch_size`` windows.
@@ -30,6 +46,7 @@ class TrainWindows:
     def __init__(
         self,
         tokens: np.ndarray,
+        ranges: TokenRanges,
         *,
         seq_len: int,
         stride: int,
@@ -37,15 +54,13 @@ class TrainWindows:
         data_fraction: float,
         seed: int,
     ) -> None:
-        starts = window_starts(len(tokens), seq_len, stride)
-        used = int(len(starts) * data_fraction)
+        starts = range_window_starts(ranges, seq_len, stride)
         self.total_windows = len(starts)
-        self.starts = torch.from_numpy(starts[:used])
-        self.tokens = torch.from_numpy(tokens.astype(np.int64))
-        self.seq_len = seq_len
+        self.starts = starts[: int(len(starts) * data_fraction)]
+        self.tokens = tokens
+        self.width = seq_len + 1
         self.batch_size = batch_size
         self.seed = seed
-        self._offsets = torch.arange(seq_len + 1)
 
     @property
     def num_windows(self) -> int:
@@ -57,27 +72,29 @@ class TrainWindows:
         """Full batches per epoch."""
         return self.num_windows // self.batch_size
 
-    def epoch_order(self, epoch: int) -> torch.Tensor:
+    def epoch_order(self, epoch: int) -> np.ndarray:
         """The window permutation of ``epoch`` (deterministic)."""
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        return torch.randperm(self.num_windows, generator=generator)
+        return np.random.default_rng([self.seed, epoch]).permutation(self.num_windows)
 
-    def batches(self, epoch: int, start_step: int = 0) -> Iterator[torch.Tensor]:
-        """Yield ``(batch_size, seq_len + 1)`` token batches of ``epoch`` from ``start_step``."""
+    def batches(self, epoch: int, start_batch: int = 0) -> Iterator[torch.Tensor]:
+        """Yield ``(batch_size, seq_len + 1)`` batches of ``epoch`` from ``start_batch``."""
         order = self.epoch_order(epoch)
-        for step in range(start_step, self.steps_per_epoch):
-            chosen = self.starts[order[step * self.batch_size : (step + 1) * self.batch_size]]
-            yield self.tokens[chosen[:, None] + self._offsets]
+        size = self.batch_size
+        for index in range(start_batch, self.steps_per_epoch):
+            chosen = self.starts[order[index * size : (index + 1) * size]]
+            yield _gather(self.tokens, chosen, self.width)
 
 
 class EvalWindows:
-    """Non-overlapping validation windows in corpus order, in batches (last may be short)."""
+    """Non-overlapping validation windows in corpus order, in batches (the last may be short)."""
 
-    def __init__(self, tokens: np.ndarray, *, seq_len: int, batch_size: int) -> None:
-        self.starts = torch.from_numpy(window_starts(len(tokens), seq_len, seq_len))
-        self.tokens = torch.from_numpy(tokens.astype(np.int64))
+    def __init__(
+        self, tokens: np.ndarray, ranges: TokenRanges, *, seq_len: int, batch_size: int
+    ) -> None:
+        self.starts = range_window_starts(ranges, seq_len, seq_len)
+        self.tokens = tokens
+        self.width = seq_len + 1
         self.batch_size = batch_size
-        self._offsets = torch.arange(seq_len + 1)
 
     @property
     def num_windows(self) -> int:
@@ -87,5 +104,4 @@ class EvalWindows:
     def batches(self) -> Iterator[torch.Tensor]:
         """Yield ``(<= batch_size, seq_len + 1)`` token batches."""
         for begin in range(0, self.num_windows, self.batch_size):
-            chosen = self.starts[begin : begin + self.batch_size]
-            yield self.tokens[chosen[:, None] + self._offsets]
+            yield _gather(self.tokens, self.starts[begin : begin + self.batch_size], self.width)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -126,6 +127,10 @@ class BPETokenizer:
         """Write ``tokenizer.json`` into ``directory``."""
         atomic_write_text(directory / RUN_DIR_FILENAME, self.tokenizer.to_str())
         return RUN_DIR_FILENAME
+
+    def fingerprint(self) -> str:
+        """Hash of the serialized tokenizer: identical hashes encode identically."""
+        return hashlib.sha256(self.tokenizer.to_str().encode("utf-8")).hexdigest()
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids of each text (no special tokens added)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ class LocalTextDataset:
     def __init__(self, config: LocalTextDatasetConfig) -> None:
         self.config = config
         self._segments: list[str] | None = None
+        self._digest = ""
 
     def _read(self) -> list[str]:
         path = Path(self.config.path)
@@ -69,6 +71,7 @@ class LocalTextDataset:
                 "iconv -f latin1 -t utf-8",
                 key_path="dataset.path",
             ) from None
+        self._digest = hashlib.sha256(raw).hexdigest()
         segments = [
             segment for segment in text.split(self.config.segment_delimiter) if segment.strip()
         ]
@@ -77,6 +80,12 @@ class LocalTextDataset:
                 f"{path}: is empty or whitespace only; add text", key_path="dataset.path"
             )
         return segments
+
+    def fingerprint(self) -> str:
+        """Hash of the file's bytes: the token cache is reused only for identical content."""
+        if self._segments is None:
+            self._segments = self._read()
+        return self._digest
 
     def segments(self) -> Iterator[str]:
         """Yield the file's non-blank segments in file order."""
