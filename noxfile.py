@@ -17,6 +17,7 @@ nox.options.sessions = ["tests"]
 
 ROOT = Path(__file__).parent
 PLUGINS = sorted(p.name for p in (ROOT / "plugins").iterdir() if (p / "pyproject.toml").exists())
+STANDARD_PLUGINS = ["baseline-text", "baseline-bpe", "baseline-decoder", "baseline-holdout"]
 CONSTRAINTS = ("-c", str(ROOT / "constraints.txt"))
 TEST_TOOLS = ("pytest>=8", "hypothesis>=6.100")
 OFFLINE_ENV = {
@@ -66,7 +67,7 @@ def lint(session: nox.Session) -> None:
 def demo(session: nox.Session) -> None:
     """Train experiments/tiny_shakespeare.toml end to end."""
     _install_torch_first(session)
-    editable = [arg for plugin in PLUGINS for arg in ("-e", f"plugins/{plugin}")]
+    editable = [arg for plugin in STANDARD_PLUGINS for arg in ("-e", f"plugins/{plugin}")]
     session.install(*CONSTRAINTS, "-e", ".", *editable)
     session.run(
         "baseline-run",
@@ -74,3 +75,13 @@ def demo(session: nox.Session) -> None:
         *session.posargs,
         env={**OFFLINE_ENV, **{k: v for k, v in os.environ.items() if k.startswith("BASELINE_")}},
     )
+
+
+@nox.session(python="3.11")
+@nox.parametrize("benchmark", ["startup", "tokenizer", "throughput", "quality"])
+def bench(session: nox.Session, benchmark: str) -> None:
+    """Print benchmark figures beside their targets (never asserted in tests)."""
+    _install_torch_first(session)
+    editable = [arg for plugin in STANDARD_PLUGINS for arg in ("-e", f"plugins/{plugin}")]
+    session.install(*CONSTRAINTS, "-e", ".", *editable)
+    session.run("python", f"benchmarks/{benchmark}.py", *session.posargs, env=OFFLINE_ENV)

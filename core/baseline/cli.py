@@ -51,6 +51,17 @@ def build_parser() -> argparse.ArgumentParser:
     validate = commands.add_parser("validate", help="check an experiment file without training")
     _add_experiment_arguments(validate)
     commands.add_parser("plugins", help="list installed plugins and their components")
+    sample = commands.add_parser("sample", help="generate text from a finished run")
+    sample.add_argument("run_dir", help="a run directory (holds inference_config.json)")
+    source = sample.add_mutually_exclusive_group()
+    source.add_argument("--prompt", default="", help="text to continue (default: a new segment)")
+    source.add_argument("--prompt-file", help="read the prompt from this UTF-8 file")
+    sample.add_argument("--max-new-tokens", type=int, default=200)
+    sample.add_argument("--temperature", type=float, default=0.8, help="0 for greedy decoding")
+    sample.add_argument("--top-k", type=int, default=None)
+    sample.add_argument("--top-p", type=float, default=None)
+    sample.add_argument("--seed", type=int, default=None)
+    sample.add_argument("--num-samples", type=int, default=1)
     return parser
 
 
@@ -115,10 +126,43 @@ def command_plugins(_args: argparse.Namespace) -> int:
     return 0
 
 
+def command_sample(args: argparse.Namespace) -> int:
+    """Print samples from a trained run."""
+    from baseline.errors import ConfigError
+    from baseline.generation import SamplingOptions, generate
+    from baseline.inference import load_run
+
+    prompt = args.prompt
+    if args.prompt_file:
+        try:
+            with open(args.prompt_file, encoding="utf-8") as handle:
+                prompt = handle.read()
+        except (OSError, UnicodeDecodeError) as error:
+            raise ConfigError(
+                f"cannot read the prompt: {error}", key_path="--prompt-file"
+            ) from None
+    options = SamplingOptions(
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        seed=args.seed,
+        num_samples=args.num_samples,
+    )
+    options.check()
+    samples = generate(load_run(args.run_dir), prompt, options)
+    for index, text in enumerate(samples):
+        if len(samples) > 1:
+            print(f"--- sample {index + 1} ---")
+        print(prompt + text)
+    return 0
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "run": command_run,
     "validate": command_validate,
     "plugins": command_plugins,
+    "sample": command_sample,
 }
 
 
