@@ -23,8 +23,13 @@ METRICS_FILENAME = "metrics.jsonl"
 
 
 @contextlib.contextmanager
-def atomic_file(path: Path, mode: str = "wb") -> Iterator[IO[Any]]:
-    """Open a temporary sibling of ``path`` for writing; rename it over ``path`` on success."""
+def atomic_file(
+    path: Path, mode: str = "wb", before_replace: Callable[[], None] | None = None
+) -> Iterator[IO[Any]]:
+    """Open a temporary sibling of ``path`` for writing; rename it over ``path`` on success.
+
+    ``before_replace`` runs once the data is flushed and fsynced, just before the rename.
+    """
     path = Path(path)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     tmp = Path(tmp_name)
@@ -33,6 +38,8 @@ def atomic_file(path: Path, mode: str = "wb") -> Iterator[IO[Any]]:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
+        if before_replace is not None:
+            before_replace()
         os.replace(tmp, path)
         _fsync_directory(path.parent)
     except BaseException:
@@ -60,9 +67,13 @@ def atomic_write_json(path: Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
-def atomic_write_with(path: Path, writer: Callable[[IO[bytes]], None]) -> None:
+def atomic_write_with(
+    path: Path,
+    writer: Callable[[IO[bytes]], None],
+    before_replace: Callable[[], None] | None = None,
+) -> None:
     """Let ``writer`` fill a binary handle that is then renamed atomically onto ``path``."""
-    with atomic_file(path, "wb") as handle:
+    with atomic_file(path, "wb", before_replace) as handle:
         writer(handle)
 
 

@@ -1,7 +1,14 @@
-"""Training checkpoints: everything needed to continue a run, saved atomically."""
+"""Training checkpoints: everything needed to continue a run, saved atomically and rotated.
+
+The newest checkpoint is ``<checkpoint_filename>``; the ones before it are kept as
+``<stem>.1<suffix>``, ``<stem>.2<suffix>``, ... up to ``run.keep_last_checkpoints`` files.
+A checkpoint that cannot be read is reported and the previous one is used.
+"""
 
 from __future__ import annotations
 
+import logging
+import os
 import random
 from pathlib import Path
 from typing import Any
@@ -13,6 +20,15 @@ from baseline.artifacts import atomic_write_with
 from baseline.errors import DataError
 
 CHECKPOINT_FORMAT = 1
+log = logging.getLogger("baseline")
+
+
+def checkpoint_paths(run_dir: Path, filename: str, keep: int) -> list[Path]:
+    """Checkpoint files newest first: ``name.pt``, ``name.1.pt``, ... (``keep`` in all)."""
+    newest = run_dir / filename
+    return [newest] + [
+        newest.with_name(f"{newest.stem}.{index}{newest.suffix}") for index in range(1, keep)
+    ]
 
 
 def capture_rng_state() -> dict[str, Any]:
@@ -38,10 +54,22 @@ def restore_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Write ``state`` to ``path`` atomically."""
+def save_checkpoint(paths: list[Path], state: dict[str, Any]) -> None:
+    """Write ``state`` as the newest checkpoint, shifting the older ones down the list.
+
+    The new file is complete and fsynced before any older file moves, so a crash at any
+    moment leaves at least one complete checkpoint.
+    """
+
+    def rotate() -> None:
+        for older, newer in zip(reversed(paths[1:]), reversed(paths[:-1]), strict=True):
+            if newer.exists():
+                os.replace(newer, older)
+
     atomic_write_with(
-        path, lambda handle: torch.save({"format": CHECKPOINT_FORMAT, **state}, handle)
+        paths[0],
+        lambda handle: torch.save({"format": CHECKPOINT_FORMAT, **state}, handle),
+        before_replace=rotate,
     )
 
 
@@ -56,3 +84,25 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise DataError(f"{path}: not a baseline checkpoint (format {CHECKPOINT_FORMAT})")
     return state
+
+
+def load_latest_checkpoint(paths: list[Path]) -> tuple[Path, dict[str, Any]] | None:
+    """The newest readable checkpoint, skipping (and reporting) damaged ones; ``None`` if none.
+
+    Raises :class:`DataError` when checkpoints exist but none can be read.
+    """
+    damaged: list[str] = []
+    for path in paths:
+        if not path.exists():
+            continue
+        try:
+            return path, load_checkpoint(path)
+        except DataError as error:
+            log.warning("%s; trying the previous checkpoint", error)
+            damaged.append(path.name)
+    if damaged:
+        raise DataError(
+            f"no usable checkpoint: {', '.join(damaged)} are damaged; start a new run "
+            "(--overwrite) or restore a checkpoint file"
+        )
+    return None

@@ -144,6 +144,8 @@ class RunConfig:
     #: Save a checkpoint every N optimizer steps (0: only at the end of training).
     checkpoint_every_n_steps: int = attrs.field(default=250, validator=at_least(0))
     checkpoint_filename: str = attrs.field(default="baseline_checkpoint.pt", validator=_file_name)
+    #: Checkpoints kept on disk, newest first (the newest under ``checkpoint_filename``).
+    keep_last_checkpoints: int = attrs.field(default=2, validator=at_least(1))
     final_model_filename: str = attrs.field(default="baseline_model.pt", validator=_file_name)
     seed: int = attrs.field(default=1337, validator=at_least(0))
     #: Token streams are cached here, keyed by dataset and tokenizer (default:

@@ -15,7 +15,7 @@ import cattrs
 def _strict_int(value: Any, _type: type) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"expected an integer, got {_describe(value)}")
-    return value
+    return int(value)
 
 
 def _strict_float(value: Any, _type: type) -> float:

@@ -69,6 +69,14 @@ class RunDirectoryError(BaselineError):
     """The run directory cannot be created, or exists and would be overwritten."""
 
 
+class RunInterrupted(BaselineError):
+    """Training stopped on SIGINT or SIGTERM after saving a checkpoint (exit 130 or 143)."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
 class TrainingError(BaselineError):
     """Training could not go on (for example a non-finite loss)."""
 

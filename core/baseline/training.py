@@ -17,14 +17,17 @@ import torch.nn.functional as F
 from baseline.artifacts import atomic_write_with
 from baseline.checkpoint import (
     capture_rng_state,
-    load_checkpoint,
+    checkpoint_paths,
+    load_latest_checkpoint,
     restore_rng_state,
     save_checkpoint,
 )
 from baseline.config import ExperimentConfig
-from baseline.errors import ConfigError, TrainingError
+from baseline.errors import ConfigError, RunInterrupted, TrainingError
 from baseline.optim import build_optimizer, learning_rate_factor
 from baseline.protocols import MetricRecord
+from baseline.signals import StopRequest, graceful_stop
+from baseline.token_cache import adapter_fingerprint
 from baseline.windows import EvalWindows, TrainWindows
 
 if TYPE_CHECKING:
@@ -125,13 +128,24 @@ class Trainer:
         self.steps_per_epoch = self.windows.steps_per_epoch // self.accumulation
         self.tokens_per_step = train.batch_size * self.accumulation * train.seq_len
         self.total_steps = self._planned_steps()
-        self.checkpoint_path = run_dir / config.run.checkpoint_filename
+        self.checkpoint_paths = checkpoint_paths(
+            run_dir, config.run.checkpoint_filename, config.run.keep_last_checkpoints
+        )
+        self.checkpoint_path = self.checkpoint_paths[0]
+        self.tokenizer_fingerprint = adapter_fingerprint(components.tokenizer)
         self.step = 0
         self.epoch = 0
         self.step_in_epoch = 0
         self.tokens_seen = 0
         self.train_time_s = 0.0
         self.best_val_loss = math.inf
+        #: Loss sums and step counts accumulated since the last log record and epoch start.
+        self.pending: dict[str, Any] = {
+            "log_sum": 0.0,
+            "log_steps": 0,
+            "epoch_sum": 0.0,
+            "epoch_steps": 0,
+        }
         self.resumed = False
         if self.steps_per_epoch < 1:
             raise ConfigError(
@@ -165,16 +179,28 @@ class Trainer:
     # -- checkpoints -----------------------------------------------------------------------
 
     def _resume(self) -> None:
-        if not self.checkpoint_path.exists():
+        found = load_latest_checkpoint(self.checkpoint_paths)
+        if found is None:
             log.info("no checkpoint in %s yet: starting from the beginning", self.run_dir)
             return
-        state = load_checkpoint(self.checkpoint_path)
+        path, state = found
         differing = locked_differences(state["config"], self.config_data)
         if differing:
             raise ConfigError(
-                f"cannot resume {self.checkpoint_path}: these keys differ from the checkpoint's "
+                f"cannot resume {path}: these keys differ from the checkpoint's "
                 f"config: {', '.join(differing)}; restore them or start a new run",
                 key_path="run.resume_from_checkpoint",
+            )
+        saved_tokenizer = state.get("tokenizer_fingerprint")
+        if (
+            saved_tokenizer
+            and self.tokenizer_fingerprint
+            and saved_tokenizer != self.tokenizer_fingerprint
+        ):
+            raise ConfigError(
+                f"cannot resume {path}: the tokenizer file changed since the checkpoint was "
+                "saved; restore it or start a new run",
+                key_path="tokenizer.vocab_path",
             )
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -184,17 +210,17 @@ class Trainer:
         self.tokens_seen = state["tokens_seen"]
         self.train_time_s = state["train_time_s"]
         self.best_val_loss = state["best_val_loss"]
+        self.pending = state["pending_losses"]
         restore_rng_state(state["rng"])
         self.resumed = True
-        log.info(
-            "resumed from %s at step %d (epoch %d)", self.checkpoint_path, self.step, self.epoch + 1
-        )
+        log.info("resumed from %s at step %d (epoch %d)", path, self.step, self.epoch + 1)
 
     def save_checkpoint(self) -> None:
         """Save everything needed to continue from the current step."""
         save_checkpoint(
-            self.checkpoint_path,
+            self.checkpoint_paths,
             {
+                "tokenizer_fingerprint": self.tokenizer_fingerprint,
                 "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
                 "step": self.step,
@@ -203,6 +229,10 @@ class Trainer:
                 "tokens_seen": self.tokens_seen,
                 "train_time_s": self.train_time_s,
                 "best_val_loss": self.best_val_loss,
+                "pending_losses": {
+                    key: value.item() if isinstance(value, torch.Tensor) else value
+                    for key, value in self.pending.items()
+                },
                 "rng": capture_rng_state(),
                 "config": dict(self.config_data),
             },
@@ -266,26 +296,34 @@ class Trainer:
         )
 
     def train(self, emit: Callable[[MetricRecord], None]) -> dict[str, float]:
-        """Run the remaining steps, emitting metric records; return the final metrics."""
+        """Run the remaining steps, emitting metric records; return the final metrics.
+
+        SIGINT/SIGTERM stop training after the current step with a checkpoint saved
+        (:class:`RunInterrupted`).
+        """
+        with graceful_stop() as stop_request:
+            return self._train(emit, stop_request)
+
+    def _train(
+        self, emit: Callable[[MetricRecord], None], stop_request: StopRequest
+    ) -> dict[str, float]:
         log_every = self.config.logging.log_every_n_steps
         checkpoint_every = self.config.run.checkpoint_every_n_steps
         clip = self.train_config.grad_clip_norm
         final: dict[str, float] = {}
-        loss_sum = torch.zeros((), device=self.device)
-        epoch_loss_sum = torch.zeros((), device=self.device)
-        steps_since_log = epoch_steps = 0
+        # Loss sums not yet logged are part of the checkpointed state, so that a resumed run
+        # logs exactly the means an uninterrupted one would.
+        loss_sum = torch.tensor(self.pending["log_sum"], device=self.device)
+        epoch_loss_sum = torch.tensor(self.pending["epoch_sum"], device=self.device)
+        steps_since_log = int(self.pending["log_steps"])
+        epoch_steps = int(self.pending["epoch_steps"])
         clock_start = time.perf_counter() - self.train_time_s
         last_log_time, last_log_tokens = time.perf_counter(), self.tokens_seen
         self.model.train()
-        current_epoch = self.epoch
         lr = self._set_learning_rate(self.train_time_s)
         if self._limit_reached(self.train_time_s):
             return final
         for epoch, micro_batches in self._steps():
-            if epoch != current_epoch:
-                current_epoch = epoch
-                epoch_loss_sum.zero_()
-                epoch_steps = 0
             self.epoch = epoch
             lr = self._set_learning_rate(time.perf_counter() - clock_start)
             self.optimizer.zero_grad(set_to_none=True)
@@ -336,10 +374,26 @@ class Trainer:
                 if epoch_done:
                     self.epoch = epoch + 1
                     self.step_in_epoch = 0
+                    epoch_loss_sum.zero_()
+                    epoch_steps = 0
                 last_log_time = time.perf_counter()  # validation time is not training throughput
 
+            self.pending = {
+                "log_sum": loss_sum,
+                "log_steps": steps_since_log,
+                "epoch_sum": epoch_loss_sum,
+                "epoch_steps": epoch_steps,
+            }
             if stop:
                 break
+            if stop_request.signum is not None:
+                self._check_finite(step_loss.item())
+                self.save_checkpoint()
+                raise RunInterrupted(
+                    f"stopped by {stop_request.name} at step {self.step}; checkpoint saved to "
+                    f"{self.checkpoint_path}; continue with --resume",
+                    stop_request.exit_code,
+                )
             if checkpoint_every and self.step % checkpoint_every == 0:
                 self._check_finite(step_loss.item())
                 self.save_checkpoint()

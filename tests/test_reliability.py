@@ -1,0 +1,293 @@
+"""Exact resume after SIGTERM, SIGINT and SIGKILL; checkpoint rotation and corruption; NaN."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+import torch
+
+from baseline.config import LoggerConfig, ModelConfig
+from baseline.errors import DataError, RunInterrupted, TrainingError
+from baseline.hookspecs import hookimpl
+from baseline.loading import experiment_from_data
+from baseline.pipeline import model_pipeline
+from baseline.protocols import MetricRecord, RunInfo
+from baseline.testing import using_plugins
+from conftest import write_toml
+
+BIN = Path(sys.executable).parent
+
+
+def read_metrics(run_dir: Path) -> list[tuple[Any, ...]]:
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    return [(r["step"], r["phase"], r.get("train_loss"), r.get("val_loss")) for r in records]
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, weights_only=True)
+
+
+def assert_same_weights(a: Path, b: Path) -> None:
+    left, right = weights(a), weights(b)
+    assert left.keys() == right.keys()
+    assert all(torch.equal(left[k], right[k]) for k in left)
+
+
+# -- an in-process logger that signals its own process at a chosen step ----------------------
+
+
+@attrs.frozen(kw_only=True)
+class SignalAtStepConfig(LoggerConfig):
+    step: int = 1
+    signum: int = int(signal.SIGTERM)
+    times: int = 1
+
+
+class SignalAtStep:
+    def __init__(self, config: SignalAtStepConfig) -> None:
+        self.config = config
+
+    def start(self, run: RunInfo) -> SignalAtStep:
+        return self
+
+    def log(self, record: MetricRecord) -> None:
+        if record.phase == "train" and record.step == self.config.step:
+            for _ in range(self.config.times):
+                os.kill(os.getpid(), self.config.signum)
+
+    def finish(self, exit_code: int) -> None:
+        pass
+
+
+class SignalPlugin:
+    @hookimpl
+    def baseline_register_loggers(self, register: Any) -> None:
+        register("signal_at_step", SignalAtStepConfig, SignalAtStep)
+
+
+EPOCH_BOUNDARY = -2  # resolved to the last step of epoch 1
+
+
+def straight_and_interrupted(
+    tiny_data: dict[str, Any], stop_step: int, signum: int
+) -> tuple[Path, Path, RunInterrupted]:
+    tiny_data["model"]["dropout"] = 0.1  # the RNG state must be restored too
+    tiny_data["logging"]["log_every_n_steps"] = 1
+    with using_plugins(SignalPlugin()) as plugins:
+        registry = plugins.registry
+        straight = model_pipeline(experiment_from_data(tiny_data, registry)).run_dir
+        if stop_step == EPOCH_BOUNDARY:
+            stop_step = next(r[0] for r in read_metrics(straight) if r[1] == "epoch")
+        tiny_data["run"]["run_name"] = "interrupted"
+        tiny_data["logging"]["provider"] = ["console", "signal_at_step"]
+        tiny_data["logging"]["signal_at_step"] = {"step": stop_step, "signum": int(signum)}
+        with pytest.raises(RunInterrupted) as caught:
+            model_pipeline(experiment_from_data(tiny_data, registry))
+        tiny_data["logging"]["signal_at_step"]["step"] = -1
+        tiny_data["run"]["resume_from_checkpoint"] = True
+        resumed = model_pipeline(experiment_from_data(tiny_data, registry)).run_dir
+    return straight, resumed, caught.value
+
+
+@pytest.mark.parametrize(
+    ("stop_step", "signum"),
+    [(7, signal.SIGTERM), (EPOCH_BOUNDARY, signal.SIGTERM), (50, signal.SIGINT)],
+    ids=["mid-epoch-1", "epoch-boundary", "mid-epoch-2-sigint"],
+)
+def test_signal_stops_with_checkpoint_and_resume_is_exact(
+    tiny_data: dict[str, Any], stop_step: int, signum: int
+) -> None:
+    straight, resumed, error = straight_and_interrupted(tiny_data, stop_step, signum)
+    assert error.exit_code == 128 + signum
+    assert "; checkpoint saved to" in str(error)
+    if stop_step != EPOCH_BOUNDARY:
+        assert f"at step {stop_step};" in str(error)
+    assert read_metrics(resumed) == read_metrics(straight)
+    assert_same_weights(straight / "baseline_model.pt", resumed / "baseline_model.pt")
+
+
+def test_checkpoints_rotate_and_a_corrupt_one_falls_back(tiny_data: dict[str, Any], registry: Any, caplog: pytest.LogCaptureFixture) -> None:
+    tiny_data["run"].update(checkpoint_every_n_steps=5, keep_last_checkpoints=3)
+    run_dir = model_pipeline(experiment_from_data(tiny_data, registry)).run_dir
+    names = sorted(p.name for p in run_dir.glob("baseline_checkpoint*"))
+    assert names == ["baseline_checkpoint.1.pt", "baseline_checkpoint.2.pt", "baseline_checkpoint.pt"]
+    steps = [torch.load(run_dir / n, weights_only=True)["step"] for n in ("baseline_checkpoint.pt", "baseline_checkpoint.1.pt", "baseline_checkpoint.2.pt")]
+    assert steps[0] > steps[1] > steps[2]
+
+    newest = run_dir / "baseline_checkpoint.pt"
+    newest.write_bytes(newest.read_bytes()[:1000])  # truncated, as by a full disk
+    tiny_data["run"]["resume_from_checkpoint"] = True
+    tiny_data["train"]["epochs"] = 3
+    with caplog.at_level("INFO", logger="baseline"):
+        model_pipeline(experiment_from_data(tiny_data, registry))
+    assert "baseline_checkpoint.pt: checkpoint is corrupt or unreadable" in caplog.text
+    assert f"resumed from {run_dir / 'baseline_checkpoint.1.pt'} at step {steps[1]}" in caplog.text
+
+    for path in run_dir.glob("baseline_checkpoint*"):
+        path.write_bytes(b"garbage")
+    tiny_data["train"]["epochs"] = 4
+    with pytest.raises(DataError, match="no usable checkpoint"):
+        model_pipeline(experiment_from_data(tiny_data, registry))
+
+
+def test_checkpoints_load_without_pickle(tiny_data: dict[str, Any], registry: Any, tmp_path: Path) -> None:
+    run_dir = model_pipeline(experiment_from_data(tiny_data, registry)).run_dir
+    state = torch.load(run_dir / "baseline_checkpoint.pt", weights_only=True)
+    assert {"model", "optimizer", "step", "epoch", "step_in_epoch", "tokens_seen", "best_val_loss", "rng", "config", "tokenizer_fingerprint", "train_time_s"} <= set(state)
+
+    class Evil:
+        def __reduce__(self):  # type: ignore[no-untyped-def]
+            return (os.system, (f"touch {tmp_path / 'pwned'}",))
+
+    torch.save({"format": 1, "evil": Evil()}, run_dir / "baseline_checkpoint.pt")
+    torch.save({"format": 1, "evil": Evil()}, run_dir / "baseline_checkpoint.1.pt")
+    tiny_data["run"]["resume_from_checkpoint"] = True
+    with pytest.raises(DataError, match="no usable checkpoint"):
+        model_pipeline(experiment_from_data(tiny_data, registry))
+    assert not (tmp_path / "pwned").exists()
+
+
+# -- NaN loss ----------------------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class ExplodingConfig(ModelConfig):
+    nan_after_steps: int = 8
+
+
+class ExplodingModel:
+    def __init__(self, config: ExplodingConfig) -> None:
+        self.config = config
+
+    def build(self, vocab_size: int, seq_len: int) -> torch.nn.Module:
+        limit = self.config.nan_after_steps
+
+        class Net(torch.nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.embedding = torch.nn.Embedding(vocab_size, vocab_size)
+                self.calls = 0
+
+            def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+                if self.training:
+                    self.calls += 1
+                logits = self.embedding(tokens)
+                return logits * float("nan") if self.calls > limit else logits
+
+        return Net()
+
+
+class ExplodingPlugin:
+    @hookimpl
+    def baseline_register_models(self, register: Any) -> None:
+        register("exploding", ExplodingConfig, ExplodingModel)
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_data: dict[str, Any]) -> None:
+    tiny_data["model"] = {"name": "exploding", "nan_after_steps": 8}
+    tiny_data["run"]["checkpoint_every_n_steps"] = 5
+    with using_plugins(ExplodingPlugin()) as plugins:
+        with pytest.raises(TrainingError, match=r"training loss became nan at step 1\d; the last checkpoint"):
+            model_pipeline(experiment_from_data(tiny_data, plugins.registry))
+    run_dir = Path(tiny_data["run"]["artifacts_root"]) / "tiny"
+    state = torch.load(run_dir / "baseline_checkpoint.pt", weights_only=True)
+    assert state["step"] == 5
+    assert all(torch.isfinite(t).all() for t in state["model"].values())
+    assert not (run_dir / "baseline_model.pt").exists()
+
+
+# -- real processes: SIGKILL at random points, SIGTERM, double Ctrl-C ------------------------
+
+
+def long_experiment(tmp_path: Path, tiny_data: dict[str, Any]) -> Path:
+    tiny_data["train"]["epochs"] = 4
+    tiny_data["run"]["checkpoint_every_n_steps"] = 1
+    tiny_data["model"]["dropout"] = 0.1
+    return write_toml(tmp_path / "exp.toml", tiny_data)
+
+
+def start(args: list[str], cwd: Path) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("BASELINE_DEBUG", None)
+    return subprocess.Popen(
+        [str(BIN / "baseline-run"), *args], cwd=cwd, env=env, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+
+
+def test_sigkill_at_twenty_points_then_resume_matches(tmp_path: Path, tiny_data: dict[str, Any], registry: Any) -> None:
+    experiment = long_experiment(tmp_path, tiny_data)
+    straight = model_pipeline(experiment_from_data({**tiny_data, "run": {**tiny_data["run"], "run_name": "straight"}}, registry))
+
+    rng = random.Random(20261124)
+    kills = 0
+    finished = False
+    attempts = 0
+    while kills < 20 and attempts < 60:
+        attempts += 1
+        process = start(["exp.toml", "--resume"], tmp_path)
+        time.sleep(rng.uniform(1.5, 3.5))  # start-up takes ~1.5 s; training ~1-2 s more
+        if process.poll() is not None:
+            finished = process.returncode == 0
+            assert finished, process.stderr.read() if process.stderr else ""
+            break
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        kills += 1
+        for stray in (tmp_path / "runs" / "tiny").glob("*.tmp"):
+            stray.unlink()  # a killed writer leaves its temp file; never the final name
+    if not finished:
+        final = start(["exp.toml", "--resume"], tmp_path)
+        _, stderr = final.communicate(timeout=300)
+        assert final.returncode == 0, stderr
+    assert kills >= 10, f"only {kills} kills landed before the run finished"
+    run_dir = tmp_path / "runs" / "tiny"
+    assert read_metrics(run_dir) == read_metrics(straight.run_dir)
+    assert_same_weights(straight.run_dir / "baseline_model.pt", run_dir / "baseline_model.pt")
+
+
+def wait_for_training(process: subprocess.Popen[str], run_dir: Path) -> None:
+    deadline = time.time() + 60
+    while not (run_dir / "baseline_checkpoint.pt").exists():
+        assert process.poll() is None and time.time() < deadline
+        time.sleep(0.05)
+
+
+def test_sigterm_to_the_process_checkpoints_and_exits_143(tmp_path: Path, tiny_data: dict[str, Any]) -> None:
+    long_experiment(tmp_path, tiny_data)
+    process = start(["exp.toml"], tmp_path)
+    wait_for_training(process, tmp_path / "runs" / "tiny")
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 143, stderr
+    assert "Traceback" not in stderr
+    assert "error: stopped by SIGTERM at step" in stderr.strip().splitlines()[-1]
+    resumed = start(["exp.toml", "--resume"], tmp_path)
+    _, stderr = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, stderr
+    assert "resumed from" in stderr
+
+
+def test_double_ctrl_c_aborts_at_once(tmp_path: Path, tiny_data: dict[str, Any]) -> None:
+    long_experiment(tmp_path, tiny_data)
+    process = start(["exp.toml"], tmp_path)
+    run_dir = tmp_path / "runs" / "tiny"
+    wait_for_training(process, run_dir)
+    process.send_signal(signal.SIGINT)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert not list(run_dir.glob("*.tmp"))
+    torch.load(run_dir / "baseline_checkpoint.pt", weights_only=True)  # still complete
