@@ -59,7 +59,9 @@ def test_window_starts_cover_full_windows_only(num_tokens: int, seq_len: int, st
 
 def test_train_batches_are_windows_of_the_stream_and_deterministic() -> None:
     tokens = np.arange(1000, dtype=np.uint16)
-    windows = TrainWindows(tokens, [(0, 1000)], seq_len=8, stride=4, batch_size=5, data_fraction=0.5, seed=3)
+    windows = TrainWindows(
+        tokens, [(0, 1000)], seq_len=8, stride=4, batch_size=5, data_fraction=0.5, seed=3
+    )
     assert windows.num_windows == int(len(window_starts(1000, 8, 4)) * 0.5)
     batches = list(windows.batches(epoch=0))
     assert len(batches) == windows.steps_per_epoch
@@ -68,9 +70,9 @@ def test_train_batches_are_windows_of_the_stream_and_deterministic() -> None:
         assert torch.all(batch[:, 1:] - batch[:, :-1] == 1)  # consecutive tokens
         assert torch.all(batch[:, 0] % 4 == 0) and torch.all(batch[:, 0] < windows.num_windows * 4)
     again = list(
-        TrainWindows(tokens, [(0, 1000)], seq_len=8, stride=4, batch_size=5, data_fraction=0.5, seed=3).batches(
-            0
-        )
+        TrainWindows(
+            tokens, [(0, 1000)], seq_len=8, stride=4, batch_size=5, data_fraction=0.5, seed=3
+        ).batches(0)
     )
     assert all(torch.equal(a, b) for a, b in zip(batches, again, strict=True))
     other_epoch = list(windows.batches(epoch=1))
@@ -90,7 +92,9 @@ def test_eval_windows_cover_the_split_once() -> None:
 
 def test_windows_never_cross_between_ranges() -> None:
     tokens = np.arange(100, dtype=np.int32)
-    windows = TrainWindows(tokens, [(0, 30), (50, 75)], seq_len=9, stride=5, batch_size=1, data_fraction=1.0, seed=0)
+    windows = TrainWindows(
+        tokens, [(0, 30), (50, 75)], seq_len=9, stride=5, batch_size=1, data_fraction=1.0, seed=0
+    )
     starts = sorted(windows.starts.tolist())
     assert starts == [0, 5, 10, 15, 20, 50, 55, 60, 65]
     for batch in windows.batches(0):

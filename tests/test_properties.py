@@ -161,3 +161,17 @@ def test_random_documents_load_or_raise_config_error(data: dict[str, Any]) -> No
         validate_experiment_config(config, REGISTRY)
     except ConfigError as error:
         assert "\n" not in str(error)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300) | st.text(max_size=300).map(lambda t: t.encode("utf-8")))
+def test_random_files_load_or_raise_config_error(content: bytes) -> None:
+    from baseline.loading import load_experiment
+
+    with tempfile.NamedTemporaryFile(suffix=".toml") as handle:
+        handle.write(content)
+        handle.flush()
+        try:
+            load_experiment(handle.name, REGISTRY)
+        except ConfigError as error:
+            assert str(error).startswith(handle.name) and "\n" not in str(error)

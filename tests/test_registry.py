@@ -244,3 +244,30 @@ def test_registry_lookup_property(registered: list[str], data: st.DataObject) ->
     assert f"Installed: {', '.join(sorted(registered))}" in str(caught.value)
     with pytest.raises(PluginError):
         registry.add(Component("dataset", registered[0], EchoConfig, EchoDataset, "other", "2"))
+
+
+def test_plugin_raising_in_its_factory_is_one_clear_error(tiny_data: dict[str, Any]) -> None:
+    from baseline.errors import DataError
+    from baseline.loading import experiment_from_data
+    from baseline.pipeline import model_pipeline
+
+    @attrs.frozen(kw_only=True)
+    class BrokenConfig(DatasetConfig):
+        pass
+
+    def broken_factory(config: BrokenConfig) -> Any:
+        raise ValueError("cannot open the source")
+
+    class BrokenBuild:
+        @hookimpl
+        def baseline_register_datasets(self, register: Any) -> None:
+            register("broken_build", BrokenConfig, broken_factory)
+
+    plugin_set = in_process_plugins(BrokenBuild())
+    tiny_data["dataset"] = {"name": "broken_build"}
+    with pytest.raises(
+        DataError,
+        match=r"^dataset 'broken_build' from test-plugins failed to build: ValueError: cannot open the source$",
+    ):
+        model_pipeline(experiment_from_data(tiny_data, plugin_set.registry), plugins=plugin_set)
+    assert not (Path(tiny_data["run"]["artifacts_root"]) / "tiny").exists()

@@ -15,6 +15,7 @@ from typing import Any
 import attrs
 import pytest
 import torch
+from conftest import write_toml
 
 from baseline.config import LoggerConfig, ModelConfig
 from baseline.errors import DataError, RunInterrupted, TrainingError
@@ -23,7 +24,6 @@ from baseline.loading import experiment_from_data
 from baseline.pipeline import model_pipeline
 from baseline.protocols import MetricRecord, RunInfo
 from baseline.testing import using_plugins
-from conftest import write_toml
 
 BIN = Path(sys.executable).parent
 
@@ -117,12 +117,21 @@ def test_signal_stops_with_checkpoint_and_resume_is_exact(
     assert_same_weights(straight / "baseline_model.pt", resumed / "baseline_model.pt")
 
 
-def test_checkpoints_rotate_and_a_corrupt_one_falls_back(tiny_data: dict[str, Any], registry: Any, caplog: pytest.LogCaptureFixture) -> None:
+def test_checkpoints_rotate_and_a_corrupt_one_falls_back(
+    tiny_data: dict[str, Any], registry: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     tiny_data["run"].update(checkpoint_every_n_steps=5, keep_last_checkpoints=3)
     run_dir = model_pipeline(experiment_from_data(tiny_data, registry)).run_dir
     names = sorted(p.name for p in run_dir.glob("baseline_checkpoint*"))
-    assert names == ["baseline_checkpoint.1.pt", "baseline_checkpoint.2.pt", "baseline_checkpoint.pt"]
-    steps = [torch.load(run_dir / n, weights_only=True)["step"] for n in ("baseline_checkpoint.pt", "baseline_checkpoint.1.pt", "baseline_checkpoint.2.pt")]
+    assert names == [
+        "baseline_checkpoint.1.pt",
+        "baseline_checkpoint.2.pt",
+        "baseline_checkpoint.pt",
+    ]
+    steps = [
+        torch.load(run_dir / n, weights_only=True)["step"]
+        for n in ("baseline_checkpoint.pt", "baseline_checkpoint.1.pt", "baseline_checkpoint.2.pt")
+    ]
     assert steps[0] > steps[1] > steps[2]
 
     newest = run_dir / "baseline_checkpoint.pt"
@@ -141,10 +150,24 @@ def test_checkpoints_rotate_and_a_corrupt_one_falls_back(tiny_data: dict[str, An
         model_pipeline(experiment_from_data(tiny_data, registry))
 
 
-def test_checkpoints_load_without_pickle(tiny_data: dict[str, Any], registry: Any, tmp_path: Path) -> None:
+def test_checkpoints_load_without_pickle(
+    tiny_data: dict[str, Any], registry: Any, tmp_path: Path
+) -> None:
     run_dir = model_pipeline(experiment_from_data(tiny_data, registry)).run_dir
     state = torch.load(run_dir / "baseline_checkpoint.pt", weights_only=True)
-    assert {"model", "optimizer", "step", "epoch", "step_in_epoch", "tokens_seen", "best_val_loss", "rng", "config", "tokenizer_fingerprint", "train_time_s"} <= set(state)
+    assert {
+        "model",
+        "optimizer",
+        "step",
+        "epoch",
+        "step_in_epoch",
+        "tokens_seen",
+        "best_val_loss",
+        "rng",
+        "config",
+        "tokenizer_fingerprint",
+        "train_time_s",
+    } <= set(state)
 
     class Evil:
         def __reduce__(self):  # type: ignore[no-untyped-def]
@@ -197,9 +220,10 @@ class ExplodingPlugin:
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_data: dict[str, Any]) -> None:
     tiny_data["model"] = {"name": "exploding", "nan_after_steps": 8}
     tiny_data["run"]["checkpoint_every_n_steps"] = 5
-    with using_plugins(ExplodingPlugin()) as plugins:
-        with pytest.raises(TrainingError, match=r"training loss became nan at step 1\d; the last checkpoint"):
-            model_pipeline(experiment_from_data(tiny_data, plugins.registry))
+    with using_plugins(ExplodingPlugin()) as plugins, pytest.raises(
+        TrainingError, match=r"training loss became nan at step 1\d; the last checkpoint"
+    ):
+        model_pipeline(experiment_from_data(tiny_data, plugins.registry))
     run_dir = Path(tiny_data["run"]["artifacts_root"]) / "tiny"
     state = torch.load(run_dir / "baseline_checkpoint.pt", weights_only=True)
     assert state["step"] == 5
@@ -221,14 +245,24 @@ def start(args: list[str], cwd: Path) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("BASELINE_DEBUG", None)
     return subprocess.Popen(
-        [str(BIN / "baseline-run"), *args], cwd=cwd, env=env, text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        [str(BIN / "baseline-run"), *args],
+        cwd=cwd,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
 
 
-def test_sigkill_at_twenty_points_then_resume_matches(tmp_path: Path, tiny_data: dict[str, Any], registry: Any) -> None:
+def test_sigkill_at_twenty_points_then_resume_matches(
+    tmp_path: Path, tiny_data: dict[str, Any], registry: Any
+) -> None:
     experiment = long_experiment(tmp_path, tiny_data)
-    straight = model_pipeline(experiment_from_data({**tiny_data, "run": {**tiny_data["run"], "run_name": "straight"}}, registry))
+    straight = model_pipeline(
+        experiment_from_data(
+            {**tiny_data, "run": {**tiny_data["run"], "run_name": "straight"}}, registry
+        )
+    )
 
     rng = random.Random(20261124)
     kills = 0
@@ -264,7 +298,9 @@ def wait_for_training(process: subprocess.Popen[str], run_dir: Path) -> None:
         time.sleep(0.05)
 
 
-def test_sigterm_to_the_process_checkpoints_and_exits_143(tmp_path: Path, tiny_data: dict[str, Any]) -> None:
+def test_sigterm_to_the_process_checkpoints_and_exits_143(
+    tmp_path: Path, tiny_data: dict[str, Any]
+) -> None:
     long_experiment(tmp_path, tiny_data)
     process = start(["exp.toml"], tmp_path)
     wait_for_training(process, tmp_path / "runs" / "tiny")
@@ -291,3 +327,36 @@ def test_double_ctrl_c_aborts_at_once(tmp_path: Path, tiny_data: dict[str, Any])
     assert "Traceback" not in stderr
     assert not list(run_dir.glob("*.tmp"))
     torch.load(run_dir / "baseline_checkpoint.pt", weights_only=True)  # still complete
+
+
+def test_full_disk_while_checkpointing_is_one_line_and_keeps_old_files(
+    tmp_path: Path, tiny_data: dict[str, Any]
+) -> None:
+    import resource
+
+    long_experiment(tmp_path, tiny_data)
+
+    def limit_file_size() -> None:  # writes past 40 kB fail with EFBIG, as on a full disk
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (40_000, 40_000))
+
+    env = {k: v for k, v in os.environ.items() if k != "BASELINE_DEBUG"}
+    result = subprocess.run(
+        [str(BIN / "baseline-run"), "exp.toml"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        preexec_fn=limit_file_size,
+        timeout=300,
+    )
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert (
+        last.startswith("error: cannot write the checkpoint") and "continue with --resume" in last
+    )
+    run_dir = tmp_path / "runs" / "tiny"
+    assert not list(run_dir.glob("*.tmp")) and not list(run_dir.glob(".*.tmp"))
+    assert (run_dir / "run_config.json").is_file()
+    json.loads((run_dir / "run_config.json").read_text())

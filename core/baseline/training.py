@@ -217,6 +217,10 @@ class Trainer:
 
     def save_checkpoint(self) -> None:
         """Save everything needed to continue from the current step."""
+        with _writing("checkpoint", self.checkpoint_path):
+            self._save_checkpoint()
+
+    def _save_checkpoint(self) -> None:
         save_checkpoint(
             self.checkpoint_paths,
             {
@@ -241,10 +245,9 @@ class Trainer:
     def save_final_model(self) -> None:
         """Write the trained weights (a state dict) as the final model."""
         state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
-        atomic_write_with(
-            self.run_dir / self.config.run.final_model_filename,
-            lambda handle: torch.save(state, handle),
-        )
+        path = self.run_dir / self.config.run.final_model_filename
+        with _writing("final model", path):
+            atomic_write_with(path, lambda handle: torch.save(state, handle))
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -431,6 +434,19 @@ class Trainer:
             "val_perplexity": _perplexity(loss),
             "val_bpb": loss / math.log(2) * self.tokens_per_byte,
         }
+
+
+@contextlib.contextmanager
+def _writing(what: str, path: Path) -> Iterator[None]:
+    """Turn a failed write (full disk, file size limit) into a one-line training error."""
+    try:
+        yield
+    except (OSError, RuntimeError) as error:  # torch.save reports failed writes as RuntimeError
+        reason = getattr(error, "strerror", None) or str(error).splitlines()[0]
+        raise TrainingError(
+            f"cannot write the {what} {path} ({reason}); the previous files are intact. "
+            "Free disk space, then continue with --resume"
+        ) from None
 
 
 def _perplexity(loss: float) -> float:
