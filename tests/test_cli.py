@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import REPO_ROOT, write_toml
+from core_support import REPO_ROOT, write_toml
 
 BIN = Path(sys.executable).parent
 

