@@ -192,3 +192,49 @@ def test_split_without_validation_windows(
     tiny_data["train"]["seq_len"] = 40
     with pytest.raises(ConfigError, match=r"^split: the validation split has \d+ tokens"):
         run(registry, tiny_data)
+
+
+def test_samples_at_validation_do_not_change_training(registry: ComponentRegistry, tiny_data: dict[str, Any]) -> None:
+    plain = run(registry, tiny_data)
+    tiny_data["run"]["run_name"] = "with-samples"
+    tiny_data["logging"].update(samples_per_validation=2, sample_tokens=12)
+    sampled = run(registry, tiny_data)
+    lines = [json.loads(line) for line in (sampled.run_dir / "samples.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in lines] == [plain.steps // 2] * 2 + [plain.steps] * 2
+    assert all(isinstance(line["text"], str) for line in lines)
+    a = torch.load(plain.run_dir / "baseline_model.pt", weights_only=True)
+    b = torch.load(sampled.run_dir / "baseline_model.pt", weights_only=True)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_time_and_step_limits(registry: ComponentRegistry, tiny_data: dict[str, Any]) -> None:
+    tiny_data["train"].pop("epochs")
+    tiny_data["train"]["max_steps"] = 7
+    result = run(registry, tiny_data)
+    assert result.steps == 7
+    metrics = read_metrics(result.run_dir)
+    assert [m["step"] for m in metrics if m["phase"] == "validation"] == [7]
+    tiny_data["run"]["run_name"] = "tokens"
+    tiny_data["train"].update(max_steps=None, max_tokens=1000)
+    tiny_data["train"].pop("max_steps")
+    assert run(registry, tiny_data).tokens_seen == 8 * 128  # ceil(1000 / (8 * 16)) steps
+    tiny_data["run"]["run_name"] = "time"
+    tiny_data["train"].pop("max_tokens")
+    tiny_data["train"]["max_time_s"] = 1.0
+    timed = run(registry, tiny_data)
+    assert timed.steps > 0
+    assert json.loads((timed.run_dir / "run_config.json").read_text())["config"]["train"]["max_time_s"] == 1.0
+
+
+def test_gradient_accumulation_matches_a_bigger_batch(registry: ComponentRegistry, tiny_data: dict[str, Any]) -> None:
+    tiny_data["train"].update(batch_size=8, epochs=1)
+    tiny_data["model"]["dropout"] = 0.0
+    big = run(registry, tiny_data)
+    tiny_data["run"]["run_name"] = "accumulated"
+    tiny_data["train"].update(batch_size=4, grad_accumulation_steps=2)
+    accumulated = run(registry, tiny_data)
+    assert accumulated.tokens_seen == big.tokens_seen and accumulated.steps == big.steps
+    a = torch.load(big.run_dir / "baseline_model.pt", weights_only=True)
+    b = torch.load(accumulated.run_dir / "baseline_model.pt", weights_only=True)
+    # Same windows, same order, averaged gradients: equal up to float summation order.
+    assert all(torch.allclose(a[k], b[k], atol=1e-4) for k in a)

@@ -353,7 +353,7 @@ def test_double_ctrl_c_aborts_at_once(tmp_path: Path, tiny_data: dict[str, Any])
 
 
 def test_full_disk_while_checkpointing_is_one_line_and_keeps_old_files(
-    tmp_path: Path, tiny_data: dict[str, Any]
+    tmp_path: Path, tiny_data: dict[str, Any], registry: Any
 ) -> None:
     import resource
 
@@ -383,3 +383,15 @@ def test_full_disk_while_checkpointing_is_one_line_and_keeps_old_files(
     assert not list(run_dir.glob("*.tmp")) and not list(run_dir.glob(".*.tmp"))
     assert (run_dir / "run_config.json").is_file()
     json.loads((run_dir / "run_config.json").read_text())
+
+    # With space again, --resume finishes exactly like a run that never hit the limit.
+    resumed = subprocess.run(
+        [str(BIN / "baseline-run"), "exp.toml", "--resume"], cwd=tmp_path, env=env,
+        capture_output=True, text=True, timeout=300,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    straight = model_pipeline(
+        experiment_from_data({**tiny_data, "run": {**tiny_data["run"], "run_name": "straight"}}, registry)
+    )
+    assert read_metrics(run_dir) == read_metrics(straight.run_dir)
+    assert_same_weights(straight.run_dir / "baseline_model.pt", run_dir / "baseline_model.pt")

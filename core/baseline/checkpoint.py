@@ -44,6 +44,28 @@ def capture_rng_state() -> dict[str, Any]:
     return state
 
 
+def tensors_to_arrays(value: Any) -> Any:
+    """Tensors inside ``value`` as NumPy arrays (``all_gather_object`` mishandles tensors)."""
+    if isinstance(value, torch.Tensor):
+        return value.cpu().numpy()
+    if isinstance(value, dict):
+        return {k: tensors_to_arrays(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(tensors_to_arrays(v) for v in value)
+    return value
+
+
+def arrays_to_tensors(value: Any) -> Any:
+    """The inverse of :func:`tensors_to_arrays`."""
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(value)
+    if isinstance(value, dict):
+        return {k: arrays_to_tensors(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(arrays_to_tensors(v) for v in value)
+    return value
+
+
 def restore_rng_state(state: dict[str, Any]) -> None:
     """Restore what :func:`capture_rng_state` captured."""
     random.setstate(state["python"])

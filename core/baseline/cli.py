@@ -37,6 +37,14 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--overwrite", action="store_true", help="replace an existing run directory"
     )
+    parser.add_argument(
+        "--nproc",
+        type=int,
+        default=None,
+        metavar="N",
+        help="train with N processes on this machine (launches torchrun; DDP, gloo on CPU, "
+        "nccl on CUDA)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,8 +84,26 @@ def _load(path: str, overrides: Sequence[str]):  # type: ignore[no-untyped-def]
     return config
 
 
+def _launch_torchrun(args: argparse.Namespace) -> int:
+    """Re-run this command under ``torchrun --standalone --nproc_per_node N``."""
+    if args.nproc < 1:
+        print("error: --nproc: must be >= 1", file=sys.stderr)
+        return 2
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    command += [f"--nproc_per_node={args.nproc}", "-m", "baseline.cli", "run", args.experiment]
+    for assignment in args.overrides:
+        command += ["--set", assignment]
+    command += [
+        flag for flag, on in (("--resume", args.resume), ("--overwrite", args.overwrite)) if on
+    ]
+    os.execv(sys.executable, command)
+    return 0  # not reached
+
+
 def command_run(args: argparse.Namespace) -> int:
     """Train the experiment."""
+    if args.nproc is not None and "WORLD_SIZE" not in os.environ:
+        return _launch_torchrun(args)
     overrides = list(args.overrides)
     if args.resume:
         overrides.append("run.resume_from_checkpoint=true")

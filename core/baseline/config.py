@@ -188,6 +188,9 @@ class TrainConfig:
     #: Batch size for validation (default: ``batch_size``).
     eval_batch_size: int | None = attrs.field(default=None, validator=at_least(1))
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    #: Matmul precision: ``auto`` is bf16 autocast on CUDA and fp32 elsewhere; ``bf16``
+    #: autocasts on any device (CPUs with AVX512-BF16 or AMX run it faster).
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
     #: Threads for CPU kernels (0: PyTorch's default).
     num_threads: int = attrs.field(default=0, validator=at_least(0))
 
@@ -240,6 +243,10 @@ class LoggingConfig:
     )
     #: Cadence (optimizer steps) of train loss and throughput records.
     log_every_n_steps: int = attrs.field(default=10, validator=at_least(1))
+    #: Text samples generated after each validation, logged and kept in ``samples.jsonl``.
+    samples_per_validation: int = attrs.field(default=0, validator=at_least(0))
+    #: Length in tokens of each validation sample.
+    sample_tokens: int = attrs.field(default=64, validator=at_least(1))
     loggers: Mapping[str, LoggerConfig] = attrs.field(factory=dict)
 
 

@@ -69,18 +69,20 @@ def generate(run: LoadedRun, prompt: str, options: SamplingOptions | None = None
     options.check()
     prompt_ids = run.tokenizer.encode_batch([prompt])[0] if prompt else []
     context = prompt_ids or [run.end_of_segment_id]
-    tokens = torch.tensor([context] * options.num_samples, dtype=torch.long)
+    device = next(run.model.parameters()).device
+    tokens = torch.tensor([context] * options.num_samples, dtype=torch.long, device=device)
     generator = torch.Generator()
     generator.manual_seed(options.seed if options.seed is not None else torch.seed())
     with torch.no_grad():
         for _ in range(options.max_new_tokens):
-            logits = run.model(tokens[:, -run.seq_len :])[:, -1, :].float()
+            # Sampling happens on the CPU with a private generator (reproducible anywhere).
+            logits = run.model(tokens[:, -run.seq_len :])[:, -1, :].float().cpu()
             if options.temperature == 0:
                 next_ids = logits.argmax(dim=-1, keepdim=True)
             else:
                 logits = filter_logits(logits / options.temperature, options.top_k, options.top_p)
                 probabilities = torch.softmax(logits, dim=-1)
                 next_ids = torch.multinomial(probabilities, 1, generator=generator)
-            tokens = torch.cat([tokens, next_ids], dim=1)
+            tokens = torch.cat([tokens, next_ids.to(device)], dim=1)
     start = len(context)
     return [run.tokenizer.decode(row[start:].tolist()) for row in tokens]

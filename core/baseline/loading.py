@@ -42,7 +42,7 @@ COMPONENT_SECTIONS = {
 }
 PLAIN_SECTIONS: dict[str, type[Any]] = {"run": RunConfig, "train": TrainConfig}
 SECTIONS = ("run", "dataset", "tokenizer", "model", "train", "split", "logging")
-LOGGING_KEYS = ("provider", "log_every_n_steps")
+LOGGING_KEYS = ("provider", "log_every_n_steps", "samples_per_validation", "sample_tokens")
 
 
 def read_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -305,8 +305,7 @@ def experiment_to_data(config: ExperimentConfig, registry: ComponentRegistry) ->
         data[key] = {"name": registry.name_of(kind, component), **plain(component)}
     data["train"] = plain(config.train)
     logging_data: dict[str, Any] = {
-        "provider": list(config.logging.provider),
-        "log_every_n_steps": config.logging.log_every_n_steps,
+        key: value for key, value in plain(config.logging).items() if key != "loggers"
     }
     for provider in config.logging.provider:
         settings: ComponentConfig | None = config.logging.loggers.get(provider)

@@ -16,7 +16,8 @@ import numpy as np
 
 from baseline import artifacts
 from baseline.config import ExperimentConfig
-from baseline.errors import ConfigError, DataError
+from baseline.distributed import init_distributed
+from baseline.errors import BaselineError, ConfigError, DataError
 from baseline.loading import experiment_to_data, unstructure_config
 from baseline.plugins import PluginSet, default_plugins
 from baseline.protocols import (
@@ -230,37 +231,48 @@ def _run_pipeline(config: ExperimentConfig, plugins: PluginSet | None) -> RunRes
     registry = plugin_set.registry
     validate_experiment_config(config, registry)
     components = resolve_components(config, registry)
+    dist = init_distributed(config.train.device)
+    if not dist.is_main:
+        log.setLevel(logging.WARNING)  # rank 0 reports progress for the job
 
-    run_name = config.run.run_name or default_run_name(config)
+    run_name = dist.on_main(lambda: config.run.run_name or default_run_name(config))
     run_dir = Path(config.run.artifacts_root) / run_name
-    artifacts.prepare_run_directory(
-        run_dir, resume=config.run.resume_from_checkpoint, overwrite=config.run.overwrite
+    dist.on_main(
+        lambda: artifacts.prepare_run_directory(
+            run_dir, resume=config.run.resume_from_checkpoint, overwrite=config.run.overwrite
+        )
     )
     seed_everything(config.run.seed)
     config_data = experiment_to_data(config, registry)
-    data = prepare_data(config, components, config_data)
+    # Rank 0 trains the tokenizer and fills the token cache; the others then reuse both.
+    prepared: list[PreparedData] = []
+    dist.on_main(lambda: prepared.append(prepare_data(config, components, config_data)))
+    data = prepared[0] if prepared else prepare_data(config, components, config_data)
 
     from baseline.training import Trainer  # torch is imported only once training starts
 
-    trainer = Trainer(config, components, data, run_dir, config_data)
-    artifacts.atomic_write_json(
-        run_dir / artifacts.RUN_CONFIG_FILENAME,
-        {
-            "run_name": run_name,
-            "seed": config.run.seed,
-            "config": config_data,
-            "versions": environment_versions(plugin_set),
-            "device": str(trainer.device),
-            "parameters": trainer.num_parameters,
-            "data": {
-                "train_tokens": data.train_tokens,
-                "validation_tokens": data.validation_tokens,
-                "validation_bytes": data.validation_bytes,
-                "segments": data.stream.num_segments,
+    trainer = Trainer(config, components, data, run_dir, config_data, dist)
+    tokenizer_file = ""
+    if dist.is_main:
+        artifacts.atomic_write_json(
+            run_dir / artifacts.RUN_CONFIG_FILENAME,
+            {
+                "run_name": run_name,
+                "seed": config.run.seed,
+                "config": config_data,
+                "versions": environment_versions(plugin_set),
+                "device": str(trainer.device),
+                "distributed": {"world_size": dist.world_size, "backend": dist.backend},
+                "parameters": trainer.num_parameters,
+                "data": {
+                    "train_tokens": data.train_tokens,
+                    "validation_tokens": data.validation_tokens,
+                    "validation_bytes": data.validation_bytes,
+                    "segments": data.stream.num_segments,
+                },
             },
-        },
-    )
-    tokenizer_file = components.tokenizer.save(run_dir)
+        )
+        tokenizer_file = components.tokenizer.save(run_dir)
     run_info = RunInfo(
         project_name=config.run.project_name,
         run_name=run_name,
@@ -271,13 +283,19 @@ def _run_pipeline(config: ExperimentConfig, plugins: PluginSet | None) -> RunRes
         total_steps=trainer.total_steps,
         start_step=trainer.step,
     )
-    sessions = _start_loggers(config, registry, run_info)
-    metrics_file = artifacts.MetricsFile(
-        run_dir / artifacts.METRICS_FILENAME,
-        keep_up_to_step=trainer.step if trainer.resumed else None,
+    sessions = _start_loggers(config, registry, run_info) if dist.is_main else []
+    metrics_file = (
+        artifacts.MetricsFile(
+            run_dir / artifacts.METRICS_FILENAME,
+            keep_up_to_step=trainer.step if trainer.resumed else None,
+        )
+        if dist.is_main
+        else None
     )
 
     def emit(record: MetricRecord) -> None:
+        if metrics_file is None:
+            return
         metrics_file.write(
             {
                 "step": record.step,
@@ -294,16 +312,21 @@ def _run_pipeline(config: ExperimentConfig, plugins: PluginSet | None) -> RunRes
     try:
         final_metrics = trainer.train(emit)
         trainer.save_final_model()
-        artifacts.atomic_write_json(
-            run_dir / artifacts.INFERENCE_CONFIG_FILENAME,
-            _inference_config(config, registry, components, tokenizer_file),
-        )
+        if dist.is_main:
+            artifacts.atomic_write_json(
+                run_dir / artifacts.INFERENCE_CONFIG_FILENAME,
+                _inference_config(config, registry, components, tokenizer_file),
+            )
         exit_code = 0
     except KeyboardInterrupt:
         exit_code = 130
         raise
+    except BaselineError as error:
+        exit_code = error.exit_code
+        raise
     finally:
-        metrics_file.close()
+        if metrics_file is not None:
+            metrics_file.close()
         for session in sessions:
             session.finish(exit_code)
     log.info("run complete: artifacts in %s", run_dir)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import itertools
+import json
 import logging
 import math
 import time
@@ -13,16 +15,20 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
 
 from baseline.artifacts import atomic_write_with
 from baseline.checkpoint import (
+    arrays_to_tensors,
     capture_rng_state,
     checkpoint_paths,
     load_latest_checkpoint,
     restore_rng_state,
     save_checkpoint,
+    tensors_to_arrays,
 )
 from baseline.config import ExperimentConfig
+from baseline.distributed import DistributedContext, check_divisible
 from baseline.errors import ConfigError, RunInterrupted, TrainingError
 from baseline.optim import build_optimizer, learning_rate_factor
 from baseline.protocols import MetricRecord
@@ -55,6 +61,18 @@ def select_device(requested: str) -> torch.device:
             key_path="train.device",
         )
     return torch.device(requested)
+
+
+#: Dense bf16 peak FLOP/s by CUDA device name fragment, for model FLOPs utilisation.
+PEAK_BF16_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12}
+
+
+def peak_flops(device: torch.device) -> float | None:
+    """The device's bf16 peak, when it is a known CUDA GPU."""
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((peak for key, peak in PEAK_BF16_FLOPS.items() if key in name), None)
 
 
 def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -95,15 +113,20 @@ class Trainer:
         data: PreparedData,
         run_dir: Path,
         config_data: Mapping[str, Any],
+        dist: DistributedContext | None = None,
     ) -> None:
         train = config.train
         if train.num_threads:
             torch.set_num_threads(train.num_threads)
+        self.dist = dist or DistributedContext()
+        check_divisible(train.batch_size, self.dist.world_size)
         self.config = config
         self.train_config = train
         self.config_data = config_data
         self.run_dir = run_dir
         self.device = select_device(train.device)
+        if self.device.type == "cuda" and self.dist.enabled:
+            self.device = torch.device("cuda", self.dist.local_rank)
         self.windows = TrainWindows(
             data.tokens,
             data.train_ranges,
@@ -112,17 +135,30 @@ class Trainer:
             batch_size=train.batch_size,
             data_fraction=train.data_fraction,
             seed=config.run.seed,
+            rank=self.dist.rank,
+            world_size=self.dist.world_size,
         )
         self.eval_windows = EvalWindows(
             data.tokens,
             data.validation_ranges,
             seq_len=train.seq_len,
             batch_size=train.effective_eval_batch_size,
+            rank=self.dist.rank,
+            world_size=self.dist.world_size,
         )
         self.tokens_per_byte = data.validation_tokens / max(1, data.validation_bytes)
         vocab_size = components.tokenizer.vocab_size
         self.model = components.model.build(vocab_size, train.seq_len).to(self.device)
         self.num_parameters = sum(p.numel() for p in self.model.parameters())
+        self.train_model: torch.nn.Module = self.model
+        self._ddp: DistributedDataParallel | None = None
+        if self.dist.enabled:
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            self._ddp = DistributedDataParallel(self.model, device_ids=device_ids)
+            self.train_model = self._ddp
+        flops = getattr(self.model, "flops_per_token", None)
+        self.flops_per_token = flops(train.seq_len) if callable(flops) else 6 * self.num_parameters
+        self.peak_flops = peak_flops(self.device)
         self.optimizer = build_optimizer(self.model, train)
         self.accumulation = train.grad_accumulation_steps
         self.steps_per_epoch = self.windows.steps_per_epoch // self.accumulation
@@ -132,6 +168,7 @@ class Trainer:
             run_dir, config.run.checkpoint_filename, config.run.keep_last_checkpoints
         )
         self.checkpoint_path = self.checkpoint_paths[0]
+        self.tokenizer = components.tokenizer
         self.tokenizer_fingerprint = adapter_fingerprint(components.tokenizer)
         self.step = 0
         self.epoch = 0
@@ -211,16 +248,28 @@ class Trainer:
         self.train_time_s = state["train_time_s"]
         self.best_val_loss = state["best_val_loss"]
         self.pending = state["pending_losses"]
-        restore_rng_state(state["rng"])
+        saved_world = state.get("world_size", 1)
+        if saved_world != self.dist.world_size:
+            raise ConfigError(
+                f"cannot resume {path}: it was saved by {saved_world} process(es) and this run "
+                f"has {self.dist.world_size}; the data order depends on the process count. "
+                f"Resume with {saved_world} process(es) or start a new run",
+                key_path="run.resume_from_checkpoint",
+            )
+        restore_rng_state(state["rng"][self.dist.rank])
         self.resumed = True
         log.info("resumed from %s at step %d (epoch %d)", path, self.step, self.epoch + 1)
 
     def save_checkpoint(self) -> None:
-        """Save everything needed to continue from the current step."""
+        """Save everything needed to continue from the current step (rank 0 writes)."""
+        gathered = self.dist.all_gather(tensors_to_arrays(capture_rng_state()))
+        rng_states = [arrays_to_tensors(state) for state in gathered]
+        if not self.dist.is_main:
+            return
         with _writing("checkpoint", self.checkpoint_path):
-            self._save_checkpoint()
+            self._save_checkpoint(rng_states)
 
-    def _save_checkpoint(self) -> None:
+    def _save_checkpoint(self, rng_states: list[Any]) -> None:
         save_checkpoint(
             self.checkpoint_paths,
             {
@@ -237,13 +286,16 @@ class Trainer:
                     key: value.item() if isinstance(value, torch.Tensor) else value
                     for key, value in self.pending.items()
                 },
-                "rng": capture_rng_state(),
+                "rng": rng_states,
+                "world_size": self.dist.world_size,
                 "config": dict(self.config_data),
             },
         )
 
     def save_final_model(self) -> None:
-        """Write the trained weights (a state dict) as the final model."""
+        """Write the trained weights (a state dict) as the final model (rank 0)."""
+        if not self.dist.is_main:
+            return
         state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
         path = self.run_dir / self.config.run.final_model_filename
         with _writing("final model", path):
@@ -252,15 +304,16 @@ class Trainer:
     # -- the loop ----------------------------------------------------------------------------
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
-        if self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
+        precision = self.train_config.precision
+        if precision == "bf16" or (precision == "auto" and self.device.type == "cuda"):
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
     def _loss(self, batch: torch.Tensor) -> torch.Tensor:
         batch = batch.to(self.device, non_blocking=True)
         inputs, targets = batch[:, :-1], batch[:, 1:]
         with self._autocast():
-            logits = self.model(inputs)
+            logits = self.train_model(inputs)
         return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1))
 
     def progress(self, elapsed_s: float) -> float:
@@ -331,9 +384,12 @@ class Trainer:
             lr = self._set_learning_rate(time.perf_counter() - clock_start)
             self.optimizer.zero_grad(set_to_none=True)
             step_loss = torch.zeros((), device=self.device)
-            for batch in micro_batches:
-                loss = self._loss(batch) / self.accumulation
-                loss.backward()  # type: ignore[no-untyped-call]
+            for index, batch in enumerate(micro_batches):
+                # DDP all-reduces gradients on the last micro-batch of the step only.
+                last = index == len(micro_batches) - 1
+                with self._gradient_sync(last):
+                    loss = self._loss(batch) / self.accumulation
+                    loss.backward()  # type: ignore[no-untyped-call]
                 step_loss += loss.detach()
             if clip:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
@@ -346,15 +402,19 @@ class Trainer:
             steps_since_log += 1
             epoch_steps += 1
             self.train_time_s = time.perf_counter() - clock_start
-            stop = self._limit_reached(self.train_time_s)
+            stop, signalled = self._agree_to_stop(
+                self._limit_reached(self.train_time_s), stop_request.signum is not None
+            )
             epoch_done = self.step_in_epoch == self.steps_per_epoch
 
             if self.step % log_every == 0 or stop or epoch_done:
-                mean_loss = loss_sum.item() / steps_since_log
+                mean_loss = self._mean_over_ranks(loss_sum) / steps_since_log
                 self._check_finite(mean_loss)
                 now = time.perf_counter()
                 rate = (self.tokens_seen - last_log_tokens) / max(now - last_log_time, 1e-9)
                 values = {"train_loss": mean_loss, "tokens_per_second": rate, "learning_rate": lr}
+                if self.peak_flops:
+                    values["mfu"] = rate * self.flops_per_token / self.peak_flops
                 emit(MetricRecord(self.step, self.tokens_seen, epoch + 1, "train", values))
                 final.update(values)
                 loss_sum.zero_()
@@ -362,11 +422,13 @@ class Trainer:
                 last_log_time, last_log_tokens = now, self.tokens_seen
 
             if epoch_done or stop:
-                epoch_loss = epoch_loss_sum.item() / max(epoch_steps, 1)
+                epoch_loss = self._mean_over_ranks(epoch_loss_sum) / max(epoch_steps, 1)
                 self._check_finite(epoch_loss)
                 metrics = self.evaluate()
                 self.best_val_loss = min(self.best_val_loss, metrics["val_loss"])
                 emit(MetricRecord(self.step, self.tokens_seen, epoch + 1, "validation", metrics))
+                if self.dist.is_main:
+                    self._write_samples()
                 summary = {
                     "train_loss_epoch": epoch_loss,
                     "train_perplexity_epoch": _perplexity(epoch_loss),
@@ -389,19 +451,106 @@ class Trainer:
             }
             if stop:
                 break
-            if stop_request.signum is not None:
+            if signalled:
                 self._check_finite(step_loss.item())
                 self.save_checkpoint()
+                name = stop_request.name or "SIGTERM"
                 raise RunInterrupted(
-                    f"stopped by {stop_request.name} at step {self.step}; checkpoint saved to "
+                    f"stopped by {name} at step {self.step}; checkpoint saved to "
                     f"{self.checkpoint_path}; continue with --resume",
-                    stop_request.exit_code,
+                    stop_request.exit_code if stop_request.signum else 143,
                 )
             if checkpoint_every and self.step % checkpoint_every == 0:
                 self._check_finite(step_loss.item())
                 self.save_checkpoint()
         self.save_checkpoint()
+        self._check_ranks_in_sync()
         return final
+
+    def _gradient_sync(self, sync: bool) -> contextlib.AbstractContextManager[Any]:
+        """DDP's ``no_sync()`` for micro-batches that only accumulate gradients."""
+        if sync or not self.dist.enabled:
+            return contextlib.nullcontext()
+        assert self._ddp is not None
+        return self._ddp.no_sync()
+
+    def _agree_to_stop(self, limit: bool, signalled: bool) -> tuple[bool, bool]:
+        """Every rank stops at the same step: any rank's time limit or signal stops all."""
+        if not self.dist.enabled:
+            return limit, signalled
+        import torch.distributed as dist
+
+        flags = torch.tensor([float(limit), float(signalled)], device=self.device)
+        dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+        return bool(flags[0]), bool(flags[1])
+
+    def _mean_over_ranks(self, value: torch.Tensor) -> float:
+        """``value`` averaged over ranks (each rank's loss covers its shard of the batch)."""
+        if not self.dist.enabled:
+            return float(value.item())
+        import torch.distributed as dist
+
+        reduced = value.detach().clone()
+        dist.all_reduce(reduced)
+        return float(reduced.item()) / self.dist.world_size
+
+    def parameter_digest(self) -> str:
+        """A hash of every parameter's bytes: equal on all ranks when DDP kept them in sync."""
+        digest = hashlib.sha256()
+        for name, tensor in self.model.state_dict().items():
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        return digest.hexdigest()
+
+    def _check_ranks_in_sync(self) -> None:
+        if not self.dist.enabled:
+            return
+        digests = self.dist.all_gather(self.parameter_digest())
+        if len(set(digests)) != 1:
+            raise TrainingError(f"ranks ended with different parameters: {digests}")
+        if self.dist.is_main:
+            from baseline.artifacts import atomic_write_json
+
+            atomic_write_json(
+                self.run_dir / "ranks.json",
+                {
+                    "world_size": self.dist.world_size,
+                    "backend": self.dist.backend,
+                    "parameter_digests": digests,
+                },
+            )
+
+    def _write_samples(self) -> None:
+        """Generate ``logging.samples_per_validation`` texts; log them and keep them on disk."""
+        count = self.config.logging.samples_per_validation
+        if not count:
+            return
+        from baseline.generation import SamplingOptions, generate
+        from baseline.inference import LoadedRun
+
+        was_training = self.model.training
+        self.model.eval()
+        run = LoadedRun(
+            self.model,
+            self.tokenizer,
+            self.train_config.seq_len,
+            self.tokenizer.end_of_segment_id,
+            {},
+        )
+        # A private generator seeded by step: sampling never disturbs the training RNG.
+        options = SamplingOptions(
+            max_new_tokens=self.config.logging.sample_tokens,
+            temperature=0.8,
+            top_k=50,
+            seed=self.config.run.seed * 1_000_003 + self.step,
+            num_samples=count,
+        )
+        texts = generate(run, "", options)
+        self.model.train(was_training)
+        with (self.run_dir / "samples.jsonl").open("a", encoding="utf-8") as handle:
+            for text in texts:
+                handle.write(json.dumps({"step": self.step, "text": text}) + "\n")
+                log.info("sample at step %d: %s", self.step, text.replace("\n", " / ")[:200])
 
     def _check_finite(self, loss: float) -> None:
         if not math.isfinite(loss):
@@ -428,6 +577,14 @@ class Trainer:
             ).double()
             count += targets.numel()
         self.model.train(was_training)
+        if self.dist.enabled:
+            import torch.distributed as dist
+
+            sums = torch.stack(
+                [total, torch.tensor(float(count), dtype=torch.float64, device=self.device)]
+            )
+            dist.all_reduce(sums)
+            total, count = sums[0], int(sums[1].item())
         loss = total.item() / max(count, 1)
         return {
             "val_loss": loss,

@@ -53,6 +53,8 @@ class TrainWindows:
         batch_size: int,
         data_fraction: float,
         seed: int,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         starts = range_window_starts(ranges, seq_len, stride)
         self.total_windows = len(starts)
@@ -61,6 +63,8 @@ class TrainWindows:
         self.width = seq_len + 1
         self.batch_size = batch_size
         self.seed = seed
+        self.rank = rank
+        self.local_batch_size = batch_size // world_size
 
     @property
     def num_windows(self) -> int:
@@ -77,11 +81,17 @@ class TrainWindows:
         return np.random.default_rng([self.seed, epoch]).permutation(self.num_windows)
 
     def batches(self, epoch: int, start_batch: int = 0) -> Iterator[torch.Tensor]:
-        """Yield ``(batch_size, seq_len + 1)`` batches of ``epoch`` from ``start_batch``."""
+        """Yield this rank's ``(batch_size / world_size, seq_len + 1)`` share of each global
+        batch of ``epoch``, from batch ``start_batch`` on.
+
+        Every rank draws the same permutation; rank ``r`` takes the ``r``-th slice of each
+        global batch, so the ranks' shards are disjoint and together are the global batch.
+        """
         order = self.epoch_order(epoch)
-        size = self.batch_size
+        size, local = self.batch_size, self.local_batch_size
         for index in range(start_batch, self.steps_per_epoch):
-            chosen = self.starts[order[index * size : (index + 1) * size]]
+            begin = index * size + self.rank * local
+            chosen = self.starts[order[begin : begin + local]]
             yield _gather(self.tokens, chosen, self.width)
 
 
@@ -89,9 +99,17 @@ class EvalWindows:
     """Non-overlapping validation windows in corpus order, in batches (the last may be short)."""
 
     def __init__(
-        self, tokens: np.ndarray, ranges: TokenRanges, *, seq_len: int, batch_size: int
+        self,
+        tokens: np.ndarray,
+        ranges: TokenRanges,
+        *,
+        seq_len: int,
+        batch_size: int,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
-        self.starts = range_window_starts(ranges, seq_len, seq_len)
+        # Each rank evaluates every world_size-th window; the sums are all-reduced.
+        self.starts = range_window_starts(ranges, seq_len, seq_len)[rank::world_size]
         self.tokens = tokens
         self.width = seq_len + 1
         self.batch_size = batch_size

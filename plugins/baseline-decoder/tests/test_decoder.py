@@ -14,7 +14,12 @@ from baseline_decoder import BaselineDecoder, BaselineDecoderConfig
 
 @pytest.mark.parametrize(
     "options",
-    [{}, {"bias": True, "tie_embeddings": False}, {"dropout": 0.2, "mlp_ratio": 2.0}],
+    [
+        {},
+        {"bias": True, "tie_embeddings": False},
+        {"dropout": 0.2, "mlp_ratio": 2.0},
+        {"position_encoding": "rope"},
+    ],
 )
 def test_contract(options: dict[str, object]) -> None:
     config = BaselineDecoderConfig(d_model=32, n_heads=4, layers=2, **options)  # type: ignore[arg-type]
@@ -55,3 +60,27 @@ def test_registers_model() -> None:
     assert in_process_plugins(baseline_decoder, installed=False).registry.names("model") == [
         "baseline_decoder"
     ]
+
+
+def test_rope_has_no_position_table_and_needs_even_heads() -> None:
+    model = BaselineDecoder(
+        BaselineDecoderConfig(d_model=32, n_heads=4, layers=1, position_encoding="rope")
+    ).build(vocab_size=20, seq_len=8)
+    assert model.position_embedding is None
+    assert "rotary_cos" not in model.state_dict()  # derived, not saved
+    with pytest.raises(FieldError, match="rope needs an even head size"):
+        BaselineDecoderConfig(d_model=12, n_heads=4, position_encoding="rope").validate(None)  # type: ignore[arg-type]
+
+
+def test_rope_attention_depends_on_relative_position_only() -> None:
+    from baseline_decoder.model import apply_rotary, rotary_tables
+
+    cos, sin = rotary_tables(16, 8, 10000.0)
+    q, k = torch.randn(1, 1, 1, 8), torch.randn(1, 1, 1, 8)
+
+    def score(i: int, j: int) -> float:
+        qi = apply_rotary(q.expand(1, 1, 16, 8), cos, sin)[0, 0, i]
+        kj = apply_rotary(k.expand(1, 1, 16, 8), cos, sin)[0, 0, j]
+        return float(qi @ kj)
+
+    assert score(5, 2) == pytest.approx(score(10, 7), rel=1e-4)

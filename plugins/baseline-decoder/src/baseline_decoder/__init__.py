@@ -5,7 +5,7 @@ torch is imported only when a model is built, so listing plugins stays fast.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import attrs
 
@@ -35,11 +35,19 @@ class BaselineDecoderConfig(ModelConfig):
     bias: bool = False
     tie_embeddings: bool = True
     init_std: float = attrs.field(default=0.02, validator=at_least(0, exclusive=True))
+    #: ``learned`` absolute position embeddings, or ``rope`` (rotary, applied to q and k).
+    position_encoding: Literal["learned", "rope"] = "learned"
+    rope_base: float = attrs.field(default=10000.0, validator=at_least(1))
 
     def validate(self, experiment: ExperimentConfig) -> None:
         """``n_heads`` must divide ``d_model``."""
         if self.d_model % self.n_heads:
             raise FieldError("n_heads", f"must divide d_model={self.d_model}, got {self.n_heads}")
+        if self.position_encoding == "rope" and (self.d_model // self.n_heads) % 2:
+            raise FieldError(
+                "n_heads",
+                f"rope needs an even head size; d_model / n_heads = {self.d_model // self.n_heads}",
+            )
 
 
 class BaselineDecoder:

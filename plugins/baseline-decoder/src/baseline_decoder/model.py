@@ -11,6 +11,22 @@ from torch import nn
 from baseline_decoder import BaselineDecoderConfig
 
 
+def rotary_tables(seq_len: int, head_size: int, base: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cosine and sine tables ``(seq_len, head_size // 2)`` for rotary position embeddings."""
+    inverse = 1.0 / base ** (torch.arange(0, head_size, 2, dtype=torch.float32) / head_size)
+    angles = torch.outer(torch.arange(seq_len, dtype=torch.float32), inverse)
+    return angles.cos(), angles.sin()
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate channel pairs ``(x[..., :h/2], x[..., h/2:])`` of ``(B, H, T, h)`` by position."""
+    half = x.size(-1) // 2
+    first, second = x[..., :half], x[..., half:]
+    steps = x.size(-2)
+    cos, sin = cos[:steps], sin[:steps]
+    return torch.cat((first * cos - second * sin, first * sin + second * cos), dim=-1)
+
+
 class CausalSelfAttention(nn.Module):
     """Multi-head causal self-attention through ``scaled_dot_product_attention``."""
 
@@ -22,11 +38,15 @@ class CausalSelfAttention(nn.Module):
         self.dropout = config.dropout
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> torch.Tensor:
         batch, steps, width = x.shape
         q, k, v = self.qkv(x).split(width, dim=2)
         shape = (batch, steps, self.n_heads, width // self.n_heads)
         q, k, v = (t.view(shape).transpose(1, 2) for t in (q, k, v))
+        if rotary is not None:
+            q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
         y = F.scaled_dot_product_attention(
             q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0
         )
@@ -58,8 +78,10 @@ class Block(nn.Module):
         self.ln_mlp = nn.LayerNorm(config.d_model, bias=config.bias)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln_attn(x))
+    def forward(
+        self, x: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        x = x + self.attn(self.ln_attn(x), rotary)
         return x + self.mlp(self.ln_mlp(x))
 
 
@@ -71,7 +93,15 @@ class DecoderModel(nn.Module):
         self.config = config
         self.max_seq_len = max_seq_len
         self.token_embedding = nn.Embedding(vocab_size, config.d_model)
-        self.position_embedding = nn.Embedding(max_seq_len, config.d_model)
+        self.position_embedding: nn.Embedding | None = None
+        if config.position_encoding == "learned":
+            self.position_embedding = nn.Embedding(max_seq_len, config.d_model)
+        else:
+            cos, sin = rotary_tables(
+                max_seq_len, config.d_model // config.n_heads, config.rope_base
+            )
+            self.register_buffer("rotary_cos", cos, persistent=False)
+            self.register_buffer("rotary_sin", sin, persistent=False)
         self.dropout = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.layers))
         self.ln_final = nn.LayerNorm(config.d_model, bias=config.bias)
@@ -95,14 +125,27 @@ class DecoderModel(nn.Module):
             nn.init.normal_(block.attn.proj.weight, mean=0.0, std=residual_std)
             nn.init.normal_(block.mlp.proj.weight, mean=0.0, std=residual_std)
 
+    def flops_per_token(self, seq_len: int) -> float:
+        """Training FLOPs per token (forward and backward): 6 per weight plus attention."""
+        weights = sum(p.numel() for p in self.parameters())
+        if self.position_embedding is not None:
+            weights -= self.position_embedding.weight.numel()
+        attention = 12 * self.config.layers * self.config.d_model * seq_len
+        return 6 * weights + attention
+
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         steps = tokens.size(1)
         if steps > self.max_seq_len:
             raise ValueError(
                 f"sequence of {steps} tokens exceeds the model's {self.max_seq_len} positions"
             )
-        positions = torch.arange(steps, device=tokens.device)
-        x = self.dropout(self.token_embedding(tokens) + self.position_embedding(positions))
+        x = self.token_embedding(tokens)
+        rotary = None
+        if self.position_embedding is not None:
+            x = x + self.position_embedding(torch.arange(steps, device=tokens.device))
+        else:
+            rotary = (self.rotary_cos, self.rotary_sin)
+        x = self.dropout(x)
         for block in self.blocks:
-            x = block(x)
+            x = block(x, rotary)
         return self.lm_head(self.ln_final(x))
