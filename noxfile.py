@@ -78,7 +78,7 @@ def demo(session: nox.Session) -> None:
 
 
 @nox.session(python="3.11")
-@nox.parametrize("benchmark", ["startup", "tokenizer", "throughput", "quality"])
+@nox.parametrize("benchmark", ["startup", "tokenizer", "throughput", "quality", "distributed"])
 def bench(session: nox.Session, benchmark: str) -> None:
     """Print benchmark figures beside their targets (never asserted in tests)."""
     _install_torch_first(session)

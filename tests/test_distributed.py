@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 import torch
-
 from core_support import write_toml
 
 BIN = Path(sys.executable).parent
@@ -23,7 +22,9 @@ def run(tmp_path: Path, *args: str, nproc: int | None = 2) -> subprocess.Complet
     command = [str(BIN / "baseline-run"), "exp.toml", *args]
     if nproc is not None:
         command += ["--nproc", str(nproc)]
-    return subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
 
 
 def metrics(run_dir: Path) -> list[dict[str, Any]]:
@@ -38,7 +39,9 @@ def experiment(tmp_path: Path, tiny_data: dict[str, Any]) -> dict[str, Any]:
     return tiny_data
 
 
-def test_two_processes_stay_in_sync_and_match_one_process(tmp_path: Path, experiment: dict[str, Any]) -> None:
+def test_two_processes_stay_in_sync_and_match_one_process(
+    tmp_path: Path, experiment: dict[str, Any]
+) -> None:
     two = run(tmp_path, "--set", "run.run_name=two")
     assert two.returncode == 0, two.stderr
     one = run(tmp_path, "--set", "run.run_name=one", nproc=None)
@@ -77,7 +80,7 @@ def test_resume_under_two_processes_is_exact(tmp_path: Path, experiment: dict[st
     resumed = run(tmp_path, "--set", "run.run_name=halves", "--resume")
     assert resumed.returncode == 0, resumed.stderr
     a, b = tmp_path / "runs" / "straight", tmp_path / "runs" / "halves"
-    strip = lambda ms: [(m["step"], m["phase"], m.get("train_loss"), m.get("val_loss")) for m in ms]  # noqa: E731
+    strip = lambda ms: [(m["step"], m["phase"], m.get("train_loss"), m.get("val_loss")) for m in ms]
     assert strip(metrics(b)) == strip(metrics(a))
     wa = torch.load(a / "baseline_model.pt", weights_only=True)
     wb = torch.load(b / "baseline_model.pt", weights_only=True)
@@ -90,7 +93,9 @@ def test_batch_must_split_over_processes(tmp_path: Path, experiment: dict[str, A
     assert "the global batch of 7 windows does not split evenly over 2 processes" in result.stderr
 
 
-def test_sigterm_to_torchrun_stops_all_ranks_at_one_step(tmp_path: Path, experiment: dict[str, Any]) -> None:
+def test_sigterm_to_torchrun_stops_all_ranks_at_one_step(
+    tmp_path: Path, experiment: dict[str, Any]
+) -> None:
     import signal
     import time
 
@@ -100,8 +105,12 @@ def test_sigterm_to_torchrun_stops_all_ranks_at_one_step(tmp_path: Path, experim
     env = {k: v for k, v in os.environ.items() if k not in ("BASELINE_DEBUG", "WORLD_SIZE")}
     env["OMP_NUM_THREADS"] = "1"
     process = subprocess.Popen(
-        [str(BIN / "baseline-run"), "exp.toml", "--nproc", "2"], cwd=tmp_path, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [str(BIN / "baseline-run"), "exp.toml", "--nproc", "2"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     run_dir = tmp_path / "runs" / "tiny"
     deadline = time.time() + 120

@@ -53,6 +53,8 @@ def test_smoke_run_writes_every_artifact(
         "bias": False,
         "tie_embeddings": True,
         "init_std": 0.02,
+        "position_encoding": "learned",
+        "rope_base": 10000.0,
     }
     assert run_config["versions"]["plugins"]["baseline-bpe"] == "0.1.0"
     assert run_config["versions"]["libraries"]["torch"].startswith("2.")
@@ -194,12 +196,16 @@ def test_split_without_validation_windows(
         run(registry, tiny_data)
 
 
-def test_samples_at_validation_do_not_change_training(registry: ComponentRegistry, tiny_data: dict[str, Any]) -> None:
+def test_samples_at_validation_do_not_change_training(
+    registry: ComponentRegistry, tiny_data: dict[str, Any]
+) -> None:
     plain = run(registry, tiny_data)
     tiny_data["run"]["run_name"] = "with-samples"
     tiny_data["logging"].update(samples_per_validation=2, sample_tokens=12)
     sampled = run(registry, tiny_data)
-    lines = [json.loads(line) for line in (sampled.run_dir / "samples.jsonl").read_text().splitlines()]
+    lines = [
+        json.loads(line) for line in (sampled.run_dir / "samples.jsonl").read_text().splitlines()
+    ]
     assert [line["step"] for line in lines] == [plain.steps // 2] * 2 + [plain.steps] * 2
     assert all(isinstance(line["text"], str) for line in lines)
     a = torch.load(plain.run_dir / "baseline_model.pt", weights_only=True)
@@ -223,10 +229,15 @@ def test_time_and_step_limits(registry: ComponentRegistry, tiny_data: dict[str, 
     tiny_data["train"]["max_time_s"] = 1.0
     timed = run(registry, tiny_data)
     assert timed.steps > 0
-    assert json.loads((timed.run_dir / "run_config.json").read_text())["config"]["train"]["max_time_s"] == 1.0
+    assert (
+        json.loads((timed.run_dir / "run_config.json").read_text())["config"]["train"]["max_time_s"]
+        == 1.0
+    )
 
 
-def test_gradient_accumulation_matches_a_bigger_batch(registry: ComponentRegistry, tiny_data: dict[str, Any]) -> None:
+def test_gradient_accumulation_matches_a_bigger_batch(
+    registry: ComponentRegistry, tiny_data: dict[str, Any]
+) -> None:
     tiny_data["train"].update(batch_size=8, epochs=1)
     tiny_data["model"]["dropout"] = 0.0
     big = run(registry, tiny_data)

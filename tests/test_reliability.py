@@ -386,12 +386,18 @@ def test_full_disk_while_checkpointing_is_one_line_and_keeps_old_files(
 
     # With space again, --resume finishes exactly like a run that never hit the limit.
     resumed = subprocess.run(
-        [str(BIN / "baseline-run"), "exp.toml", "--resume"], cwd=tmp_path, env=env,
-        capture_output=True, text=True, timeout=300,
+        [str(BIN / "baseline-run"), "exp.toml", "--resume"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert resumed.returncode == 0, resumed.stderr
     straight = model_pipeline(
-        experiment_from_data({**tiny_data, "run": {**tiny_data["run"], "run_name": "straight"}}, registry)
+        experiment_from_data(
+            {**tiny_data, "run": {**tiny_data["run"], "run_name": "straight"}}, registry
+        )
     )
     assert read_metrics(run_dir) == read_metrics(straight.run_dir)
     assert_same_weights(straight.run_dir / "baseline_model.pt", run_dir / "baseline_model.pt")

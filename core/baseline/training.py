@@ -402,9 +402,7 @@ class Trainer:
             steps_since_log += 1
             epoch_steps += 1
             self.train_time_s = time.perf_counter() - clock_start
-            stop, signalled = self._agree_to_stop(
-                self._limit_reached(self.train_time_s), stop_request.signum is not None
-            )
+            stop = self._agree(self._limit_reached(self.train_time_s))
             epoch_done = self.step_in_epoch == self.steps_per_epoch
 
             if self.step % log_every == 0 or stop or epoch_done:
@@ -451,7 +449,9 @@ class Trainer:
             }
             if stop:
                 break
-            if signalled:
+            # Agreed after logging, so a signal that arrives while this step is logged stops
+            # the run at this step, on every rank.
+            if self._agree(stop_request.signum is not None):
                 self._check_finite(step_loss.item())
                 self.save_checkpoint()
                 name = stop_request.name or "SIGTERM"
@@ -474,15 +474,15 @@ class Trainer:
         assert self._ddp is not None
         return self._ddp.no_sync()
 
-    def _agree_to_stop(self, limit: bool, signalled: bool) -> tuple[bool, bool]:
-        """Every rank stops at the same step: any rank's time limit or signal stops all."""
+    def _agree(self, flag: bool) -> bool:
+        """``flag`` on any rank is ``True`` on all: ranks stop at the same step."""
         if not self.dist.enabled:
-            return limit, signalled
+            return flag
         import torch.distributed as dist
 
-        flags = torch.tensor([float(limit), float(signalled)], device=self.device)
-        dist.all_reduce(flags, op=dist.ReduceOp.MAX)
-        return bool(flags[0]), bool(flags[1])
+        value = torch.tensor([float(flag)], device=self.device)
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+        return bool(value.item())
 
     def _mean_over_ranks(self, value: torch.Tensor) -> float:
         """``value`` averaged over ranks (each rank's loss covers its shard of the batch)."""

@@ -34,7 +34,10 @@ def test_contract(tmp_path: Path) -> None:
         lambda: make(tmp_path / "bpe.json", num_special_tokens=3), CORPUS, tmp_path / "run"
     )
     assert tokenizer.vocab_size == 303
-    assert tokenizer.end_of_segment_id == 0
+    assert tokenizer.end_of_segment_id == 300
+    assert tokenizer.encode_batch(["<|endofsegment|>"])[0] != [
+        300
+    ]  # text never maps to a special id
     assert len(tokenizer.encode_batch(["to be, or not to be"])[0]) < len(
         "to be, or not to be"
     )  # merges learned
@@ -57,13 +60,37 @@ def test_mismatched_vocab_file_is_an_error_and_kept(tmp_path: Path) -> None:
     saved = path.read_bytes()
     with pytest.raises(
         ConfigError,
-        match=r"tokenizer.vocab_path: .*bpe.json does not match the config: vocab size 301, config asks for 321",
+        match=r"tokenizer.vocab_path: .*bpe.json does not match the config: vocab size 300, config asks for base_vocab_size=320",
     ) as caught:
         make(path, base_vocab_size=320).fit(iter(CORPUS))
     assert "Delete it to retrain" in str(caught.value)
-    with pytest.raises(ConfigError, match="special tokens"):
-        make(path, base_vocab_size=299, num_special_tokens=2).fit(iter(CORPUS))
     assert path.read_bytes() == saved
+
+
+def test_a_tokenizer_file_from_elsewhere_is_refused(tmp_path: Path) -> None:
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    other = Tokenizer(models.BPE())
+    other.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=300, special_tokens=["<s>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    other.train_from_iterator(CORPUS, trainer=trainer)
+    path = tmp_path / "bpe.json"
+    path.write_text(other.to_str())
+    with pytest.raises(
+        ConfigError, match=r"added tokens \['<s>'\] \(not written by the bpe plugin\)"
+    ):
+        make(path).fit(iter(CORPUS))
+
+
+def test_special_ids_follow_the_learned_vocabulary(tmp_path: Path) -> None:
+    path = tmp_path / "bpe.json"
+    make(path).fit(iter(CORPUS))
+    more_specials = make(path, num_special_tokens=4)  # the file holds no specials: reused as is
+    more_specials.fit(iter(CORPUS))
+    assert more_specials.vocab_size == 304 and more_specials.end_of_segment_id == 300
+    assert more_specials.decode([*more_specials.encode_batch(["to be"])[0], 300, 303]) == "to be"
 
 
 @pytest.mark.parametrize("content", [b"", b"{not json", b'{"version": "1.0"}', b"\x00\x01\x02"])

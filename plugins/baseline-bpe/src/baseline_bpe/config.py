@@ -14,9 +14,10 @@ BYTE_ALPHABET_SIZE = 256
 class BPETokenizerConfig(TokenizerConfig):
     """Byte-level BPE.
 
-    The vocabulary has ``base_vocab_size`` learned entries (the 256 bytes plus merges)
-    followed by ``num_special_tokens`` special tokens; the first special token ends every
-    segment.
+    The vocabulary has ``base_vocab_size`` learned entries (the 256 bytes plus merges),
+    ids ``0 .. base_vocab_size - 1``, followed by ``num_special_tokens`` special ids; the
+    first special id (``base_vocab_size``) ends every segment. Special ids exist only as ids:
+    no text, not even ``<|endofsegment|>`` written out, ever encodes to one.
     """
 
     base_vocab_size: int = attrs.field(default=1024, validator=at_least(BYTE_ALPHABET_SIZE + 1))
@@ -24,14 +25,6 @@ class BPETokenizerConfig(TokenizerConfig):
     vocab_path: str = path_field()
     #: Merges need at least this many occurrences in the training text.
     min_frequency: int = attrs.field(default=2, validator=at_least(1))
-
-    @property
-    def special_tokens(self) -> list[str]:
-        """``<|endofsegment|>`` followed by reserved tokens."""
-        return [
-            "<|endofsegment|>",
-            *(f"<|reserved_{i}|>" for i in range(1, self.num_special_tokens)),
-        ]
 
     @property
     def vocab_size(self) -> int:

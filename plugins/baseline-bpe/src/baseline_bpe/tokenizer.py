@@ -38,9 +38,7 @@ class BPETokenizer:
     @property
     def end_of_segment_id(self) -> int:
         """Id of ``<|endofsegment|>``."""
-        token_id = self.tokenizer.token_to_id(self.config.special_tokens[0])
-        assert token_id is not None
-        return token_id
+        return self.config.base_vocab_size
 
     def fit(self, texts: Iterator[str]) -> None:
         """Load ``vocab_path`` if it exists (it must match), else train on ``texts`` and save."""
@@ -68,18 +66,18 @@ class BPETokenizer:
         tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         tokenizer.decoder = decoders.ByteLevel()
         trainer = trainers.BpeTrainer(
-            vocab_size=self.config.vocab_size,
+            vocab_size=self.config.base_vocab_size,
             min_frequency=self.config.min_frequency,
-            special_tokens=self.config.special_tokens,
+            special_tokens=[],
             initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
             show_progress=False,
         )
         tokenizer.train_from_iterator(texts, trainer=trainer)
         learned = tokenizer.get_vocab_size(with_added_tokens=True)
-        if learned != self.config.vocab_size:
+        if learned != self.config.base_vocab_size:
             raise DataError(
                 f"tokenizer.base_vocab_size: the corpus only supports "
-                f"{learned - self.config.num_special_tokens} BPE tokens, fewer than "
+                f"{learned} BPE tokens, fewer than "
                 f"{self.config.base_vocab_size}; lower base_vocab_size or min_frequency"
             )
         return tokenizer
@@ -95,22 +93,17 @@ class BPETokenizer:
                 key_path=key_path,
             ) from None
         found_size = tokenizer.get_vocab_size(with_added_tokens=True)
-        found_specials = [
-            token.content for _, token in sorted(tokenizer.get_added_tokens_decoder().items())
-        ]
+        added = [token.content for token in tokenizer.get_added_tokens_decoder().values()]
         problems = []
         if model_type != "BPE":
             problems.append(f"model {model_type}, expected BPE")
-        if found_size != self.config.vocab_size:
+        if found_size != self.config.base_vocab_size:
             problems.append(
-                f"vocab size {found_size}, config asks for {self.config.vocab_size} "
-                f"(base_vocab_size={self.config.base_vocab_size} + "
-                f"num_special_tokens={self.config.num_special_tokens})"
+                f"vocab size {found_size}, config asks for base_vocab_size="
+                f"{self.config.base_vocab_size}"
             )
-        if found_specials != self.config.special_tokens:
-            problems.append(
-                f"special tokens {found_specials}, expected {self.config.special_tokens}"
-            )
+        if added:
+            problems.append(f"added tokens {added[:3]} (not written by the bpe plugin)")
         if problems:
             raise ConfigError(
                 f"{path} does not match the config: {'; '.join(problems)}. Delete it to retrain, "
@@ -134,9 +127,10 @@ class BPETokenizer:
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids of each text (no special tokens added)."""
-        encodings = self.tokenizer.encode_batch(list(texts), add_special_tokens=False)
+        encodings = self.tokenizer.encode_batch(list(texts))
         return [encoding.ids for encoding in encodings]
 
     def decode(self, ids: Sequence[int]) -> str:
-        """Text of ``ids``; special tokens are dropped."""
-        return self.tokenizer.decode(list(ids), skip_special_tokens=True)
+        """Text of ``ids``; special ids are dropped."""
+        base = self.config.base_vocab_size
+        return self.tokenizer.decode([i for i in ids if i < base])
