@@ -249,3 +249,43 @@ def test_gradient_accumulation_matches_a_bigger_batch(
     b = torch.load(accumulated.run_dir / "baseline_model.pt", weights_only=True)
     # Same windows, same order, averaged gradients: equal up to float summation order.
     assert all(torch.allclose(a[k], b[k], atol=1e-4) for k in a)
+
+
+def test_second_run_reuses_the_token_cache(
+    registry: ComponentRegistry, tiny_data: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    tiny_data["train"]["max_steps"] = 2
+    with caplog.at_level("INFO", logger="baseline"):
+        run(registry, tiny_data)
+    assert "tokenized and cached" in caplog.text
+    caplog.clear()
+    tiny_data["run"]["run_name"] = "second"
+    with caplog.at_level("INFO", logger="baseline"):
+        run(registry, tiny_data)
+    assert "loaded from the token cache, tokenization skipped" in caplog.text
+    cache = Path(tiny_data["run"]["artifacts_root"]) / ".token_cache"
+    assert len([p for p in cache.iterdir() if not p.name.startswith(".")]) == 1
+    corpus = Path(tiny_data["dataset"]["path"])
+    corpus.write_text(corpus.read_text() + "\n\nA new segment changes the key.")
+    tiny_data["run"]["run_name"] = "third"
+    run(registry, tiny_data)
+    assert len([p for p in cache.iterdir() if not p.name.startswith(".")]) == 2
+
+
+def test_global_grad_norm_is_logged(registry: ComponentRegistry, tiny_data: dict[str, Any]) -> None:
+    result = run(registry, tiny_data)
+    norms = [m["global_grad_norm"] for m in read_metrics(result.run_dir) if m["phase"] == "train"]
+    assert norms and all(n > 0 for n in norms)
+
+
+def test_compiled_training_matches_eager(
+    registry: ComponentRegistry, tiny_data: dict[str, Any]
+) -> None:
+    tiny_data["train"].update(max_steps=3, epochs=1)
+    eager = run(registry, tiny_data)
+    tiny_data["run"]["run_name"] = "compiled"
+    tiny_data["train"]["compile"] = True
+    compiled = run(registry, tiny_data)
+    a = [m["train_loss"] for m in read_metrics(eager.run_dir) if m["phase"] == "train"]
+    b = [m["train_loss"] for m in read_metrics(compiled.run_dir) if m["phase"] == "train"]
+    assert b == pytest.approx(a, rel=1e-4)

@@ -191,6 +191,9 @@ class TrainConfig:
     #: Matmul precision: ``auto`` is bf16 autocast on CUDA and fp32 elsewhere; ``bf16``
     #: autocasts on any device (CPUs with AVX512-BF16 or AMX run it faster).
     precision: Literal["auto", "fp32", "bf16"] = "auto"
+    #: Compile the training model with ``torch.compile`` (worth it for long GPU runs; the
+    #: compilation itself takes tens of seconds).
+    compile: bool = False
     #: Threads for CPU kernels (0: PyTorch's default).
     num_threads: int = attrs.field(default=0, validator=at_least(0))
 

@@ -156,6 +156,9 @@ class Trainer:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
             self._ddp = DistributedDataParallel(self.model, device_ids=device_ids)
             self.train_model = self._ddp
+        if train.compile:
+            # Only the training forward is compiled; state dicts come from the plain module.
+            self.train_model = torch.compile(self.train_model)  # type: ignore[assignment]
         flops = getattr(self.model, "flops_per_token", None)
         self.flops_per_token = flops(train.seq_len) if callable(flops) else 6 * self.num_parameters
         self.peak_flops = peak_flops(self.device)
@@ -391,8 +394,10 @@ class Trainer:
                     loss = self._loss(batch) / self.accumulation
                     loss.backward()  # type: ignore[no-untyped-call]
                 step_loss += loss.detach()
-            if clip:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+            # The global gradient norm (of DDP's synchronized gradients), clipped when asked.
+            grad_norm = torch.nn.utils.clip_grad_norm_(
+                self.model.parameters(), clip if clip else math.inf
+            )
             self.optimizer.step()
             self.step += 1
             self.step_in_epoch += 1
@@ -410,7 +415,12 @@ class Trainer:
                 self._check_finite(mean_loss)
                 now = time.perf_counter()
                 rate = (self.tokens_seen - last_log_tokens) / max(now - last_log_time, 1e-9)
-                values = {"train_loss": mean_loss, "tokens_per_second": rate, "learning_rate": lr}
+                values = {
+                    "train_loss": mean_loss,
+                    "tokens_per_second": rate,
+                    "learning_rate": lr,
+                    "global_grad_norm": float(grad_norm),
+                }
                 if self.peak_flops:
                     values["mfu"] = rate * self.flops_per_token / self.peak_flops
                 emit(MetricRecord(self.step, self.tokens_seen, epoch + 1, "train", values))
