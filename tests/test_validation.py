@@ -16,8 +16,8 @@ from baseline.validation import validate_experiment_config
 
 
 def validation_error(registry: ComponentRegistry, data: dict[str, Any]) -> str:
-    config = experiment_from_data(data, registry)
     with pytest.raises(ConfigError) as caught:
+        config = experiment_from_data(data, registry)
         validate_experiment_config(config, registry, source="exp.toml")
     return str(caught.value)
 
@@ -71,6 +71,18 @@ def test_requires(
 ) -> None:
     tiny_data["run"]["requires"] = [requirement]
     assert expected in validation_error(registry, tiny_data)
+
+
+def test_a_missing_plugin_is_named_before_its_component(
+    registry: ComponentRegistry, tiny_data: dict[str, Any]
+) -> None:
+    tiny_data["run"]["requires"] = ["baseline-wandb>=0.1"]
+    tiny_data["logging"]["provider"] = ["console", "wandb"]
+    message = validation_error(registry, tiny_data)
+    assert (
+        message
+        == 'run.requires[0]: baseline-wandb is not installed; run: pip install "baseline-wandb>=0.1"'
+    )
 
 
 def test_met_requirements_pass() -> None:

@@ -33,6 +33,7 @@ def atomic_file(
     path = Path(path)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     tmp = Path(tmp_name)
+    os.fchmod(fd, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual file mode
     try:
         with os.fdopen(fd, mode) as handle:
             yield handle
@@ -45,6 +46,12 @@ def atomic_file(
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
 
 
 def _fsync_directory(directory: Path) -> None:

@@ -95,12 +95,14 @@ class ConsoleSession:
                 self.console.print("  ".join(parts), highlight=False)
         elif record.phase == "epoch":
             self.epochs.append({"epoch": record.epoch, "step": record.step, **values})
-            self.console.print(self._epoch_line(record), highlight=False)
+            self.console.print(self._epoch_line(record, self.run.steps_per_epoch), highlight=False)
 
     @staticmethod
-    def _epoch_line(record: MetricRecord) -> str:
+    def _epoch_line(record: MetricRecord, steps_per_epoch: int) -> str:
         v = record.values
-        fields = [f"epoch {record.epoch} done at step {record.step}"]
+        done = steps_per_epoch and record.step % steps_per_epoch == 0
+        what = "done" if done else "stopped (training limit reached)"
+        fields = [f"epoch {record.epoch} {what} at step {record.step}"]
         for key, label in (
             ("train_loss_epoch", "train loss"),
             ("val_loss", "val loss"),

@@ -41,7 +41,7 @@ def _strict_str_tuple(value: Any, _type: type) -> tuple[str, ...]:
         raise TypeError(f"expected a list of strings, got {_describe(value)}")
     for item in value:
         if not isinstance(item, str):
-            raise TypeError(f"expected a list of strings, got an item {_describe(item)}")
+            raise TypeError(f"expected a list of strings, one item is {_describe(item)}")
     return tuple(value)
 
 

@@ -31,6 +31,7 @@ from baseline.config import (
 from baseline.converter import config_converter
 from baseline.errors import ConfigError, FieldError
 from baseline.registry import ComponentRegistry, did_you_mean
+from baseline.requirements import check_requirements
 
 T = TypeVar("T")
 
@@ -144,6 +145,9 @@ def experiment_from_data(
     for key, cls in PLAIN_SECTIONS.items():
         if key in data:
             sections[key] = structure(data[key], cls, key)
+    if "run" in sections:
+        # A missing plugin is reported with the pip command before its component is looked up.
+        check_requirements(sections["run"].requires)
     for key, kind in COMPONENT_SECTIONS.items():
         if key not in data:
             raise ConfigError(

@@ -9,14 +9,14 @@ import time
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import numpy as np
 
 from baseline import artifacts
 from baseline.config import ExperimentConfig
-from baseline.distributed import init_distributed
+from baseline.distributed import DistributedContext, init_distributed
 from baseline.errors import BaselineError, ConfigError, DataError
 from baseline.loading import experiment_to_data, unstructure_config
 from baseline.plugins import PluginSet, default_plugins
@@ -35,6 +35,9 @@ from baseline.tokens import TokenStream, build_token_stream, check_split_plan
 from baseline.validation import validate_experiment_config
 from baseline.versions import environment_versions
 from baseline.windows import range_window_starts
+
+if TYPE_CHECKING:
+    from baseline.training import Trainer
 
 log = logging.getLogger("baseline")
 
@@ -237,21 +240,19 @@ def _run_pipeline(config: ExperimentConfig, plugins: PluginSet | None) -> RunRes
 
     run_name = dist.on_main(lambda: config.run.run_name or default_run_name(config))
     run_dir = Path(config.run.artifacts_root) / run_name
+    created = not run_dir.exists()
     dist.on_main(
         lambda: artifacts.prepare_run_directory(
             run_dir, resume=config.run.resume_from_checkpoint, overwrite=config.run.overwrite
         )
     )
-    seed_everything(config.run.seed)
-    config_data = experiment_to_data(config, registry)
-    # Rank 0 trains the tokenizer and fills the token cache; the others then reuse both.
-    prepared: list[PreparedData] = []
-    dist.on_main(lambda: prepared.append(prepare_data(config, components, config_data)))
-    data = prepared[0] if prepared else prepare_data(config, components, config_data)
-
-    from baseline.training import Trainer  # torch is imported only once training starts
-
-    trainer = Trainer(config, components, data, run_dir, config_data, dist)
+    try:
+        data, trainer, config_data = _prepare_training(config, components, registry, run_dir, dist)
+    except BaseException:
+        # A run that failed before writing anything leaves no empty directory behind.
+        if dist.is_main and created and run_dir.is_dir() and not any(run_dir.iterdir()):
+            run_dir.rmdir()
+        raise
     tokenizer_file = ""
     if dist.is_main:
         artifacts.atomic_write_json(
@@ -333,15 +334,38 @@ def _run_pipeline(config: ExperimentConfig, plugins: PluginSet | None) -> RunRes
     return RunResult(run_dir, trainer.step, trainer.tokens_seen, final_metrics)
 
 
+def _prepare_training(
+    config: ExperimentConfig,
+    components: Components,
+    registry: ComponentRegistry,
+    run_dir: Path,
+    dist: DistributedContext,
+) -> tuple[PreparedData, Trainer, dict[str, Any]]:
+    """Seed, prepare the data (rank 0 first: tokenizer and token cache) and build the trainer."""
+    seed_everything(config.run.seed)
+    config_data = experiment_to_data(config, registry)
+    prepared: list[PreparedData] = []
+    dist.on_main(lambda: prepared.append(prepare_data(config, components, config_data)))
+    data = prepared[0] if prepared else prepare_data(config, components, config_data)
+
+    from baseline.training import Trainer  # torch is imported only once training starts
+
+    return data, Trainer(config, components, data, run_dir, config_data, dist), config_data
+
+
 def _start_loggers(
     config: ExperimentConfig, registry: ComponentRegistry, run_info: RunInfo
 ) -> list[LoggerSession]:
     sessions: list[LoggerSession] = []
-    for provider in config.logging.provider:
-        component = registry.get("logger", provider)
-        settings = config.logging.loggers.get(provider) or component.config_cls()
-        adapter = component.create(settings)
-        sessions.append(adapter.start(run_info))
+    try:
+        for provider in config.logging.provider:
+            component = registry.get("logger", provider)
+            settings = config.logging.loggers.get(provider) or component.config_cls()
+            sessions.append(component.create(settings).start(run_info))
+    except BaseException:
+        for session in sessions:  # close the loggers that did start
+            session.finish(1)
+        raise
     return sessions
 
 

@@ -157,6 +157,9 @@ def discover(extra: Sequence[PluginSource] = (), *, installed: bool = True) -> P
     failures: list[LoadFailure] = []
     if installed:
         sources, failures = installed_sources()
+        # An in-process plugin that is also installed is registered once, as in-process.
+        extra_ids = {id(source.plugin) for source in extra}
+        sources = [source for source in sources if id(source.plugin) not in extra_ids]
     return build_plugin_set([*sources, *extra], failures)
 
 

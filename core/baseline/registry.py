@@ -150,6 +150,6 @@ def check_registration(kind: str, name: str, config_cls: Any, factory: Any) -> N
 
 
 def did_you_mean(name: str, choices: Iterable[str]) -> str:
-    """``"; did you mean 'x'?"`` when a close match exists, else ``""``."""
+    """``"; did you mean 'x'?"`` when a close match exists, else ``"."`` (ends the clause)."""
     close = difflib.get_close_matches(name, list(choices), n=1)
-    return f"; did you mean {close[0]!r}?" if close else ""
+    return f"; did you mean {close[0]!r}?" if close else "."

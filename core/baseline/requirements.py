@@ -18,7 +18,8 @@ def check_requirements(requirements: Iterable[str]) -> None:
             requirement = Requirement(text)
         except InvalidRequirement as error:
             raise ConfigError(
-                f'invalid requirement {text!r} ({error}); write it like "baseline-bpe>=0.1"',
+                f"invalid requirement {text!r} ({str(error).splitlines()[0]}); "
+                'write it like "baseline-bpe>=0.1"',
                 key_path=key_path,
             ) from None
         try:

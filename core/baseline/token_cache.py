@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
@@ -45,6 +46,9 @@ def load_or_build(
         return open_token_stream(entry), True
     cache_root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=cache_root))
+    current_umask = os.umask(0)
+    os.umask(current_umask)
+    staging.chmod(0o777 & ~current_umask)  # mkdtemp creates 0700
     try:
         build_token_stream(segments(), tokenizer, staging)
         try:

@@ -564,9 +564,13 @@ class Trainer:
 
     def _check_finite(self, loss: float) -> None:
         if not math.isfinite(loss):
+            kept = (
+                f"the last checkpoint ({self.checkpoint_path.name}) holds the last good weights"
+                if self.checkpoint_path.exists()
+                else "no checkpoint had been saved yet"
+            )
             raise TrainingError(
-                f"training loss became {loss} at step {self.step}; the last checkpoint "
-                f"({self.checkpoint_path.name}) holds the last good weights. Lower "
+                f"training loss became {loss} at step {self.step}; {kept}. Lower "
                 "train.learning_rate or set train.grad_clip_norm"
             )
 

@@ -88,8 +88,12 @@ class BPETokenizer:
             model_type = json.loads(tokenizer.to_str())["model"]["type"]
         except Exception as error:
             raise ConfigError(
-                f"{path} is not a readable tokenizer file ({type(error).__name__}); delete it to "
-                "train a new one, or point vocab_path elsewhere",
+                f"{path} is not a readable tokenizer file ({type(error).__name__}); "
+                + (
+                    "delete it to train a new one, or point vocab_path elsewhere"
+                    if key_path == "tokenizer.vocab_path"
+                    else "the run directory is damaged or from an incompatible version"
+                ),
                 key_path=key_path,
             ) from None
         found_size = tokenizer.get_vocab_size(with_added_tokens=True)
@@ -106,8 +110,12 @@ class BPETokenizer:
             problems.append(f"added tokens {added[:3]} (not written by the bpe plugin)")
         if problems:
             raise ConfigError(
-                f"{path} does not match the config: {'; '.join(problems)}. Delete it to retrain, "
-                "or point vocab_path at a new file",
+                f"{path} does not match the config: {'; '.join(problems)}. "
+                + (
+                    "Delete it to retrain, or point vocab_path at a new file"
+                    if key_path == "tokenizer.vocab_path"
+                    else "The run directory is damaged or from an incompatible version"
+                ),
                 key_path=key_path,
             )
         return tokenizer

@@ -5,7 +5,7 @@ from __future__ import annotations
 import attrs
 import numpy as np
 
-from baseline.config import SplitConfig, between
+from baseline.config import SplitConfig, at_least, between
 from baseline.errors import ConfigError
 from baseline.hookspecs import Register, hookimpl
 from baseline.protocols import SplitPlan
@@ -24,7 +24,7 @@ class HoldoutSplitConfig(SplitConfig):
     train_fraction: float = attrs.field(
         default=0.9, validator=between(0.0, 1.0, high_inclusive=False)
     )
-    seed: int = 42
+    seed: int = attrs.field(default=42, validator=at_least(0))
     shuffle: bool = False
 
 
