@@ -59,7 +59,7 @@ def test_two_processes_stay_in_sync_and_match_one_process(
         (m["step"], m["phase"], m["tokens_seen"]) for m in one_metrics
     ]
     for a, b in zip(two_metrics, one_metrics, strict=True):
-        for key in ("train_loss", "val_loss"):
+        for key in ("train_loss", "val_loss", "global_grad_norm"):
             if key in a:
                 assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-5), (a, b)
     a = torch.load(two_dir / "baseline_model.pt", weights_only=True)
