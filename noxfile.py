@@ -20,6 +20,9 @@ PLUGINS = sorted(p.name for p in (ROOT / "plugins").iterdir() if (p / "pyproject
 STANDARD_PLUGINS = ["baseline-text", "baseline-bpe", "baseline-decoder", "baseline-holdout"]
 CONSTRAINTS = ("-c", str(ROOT / "constraints.txt"))
 TEST_TOOLS = ("pytest>=8", "hypothesis>=6.100")
+# CI runs must be reproducible: hypothesis draws the same examples every run (pass
+# another --hypothesis-seed after `--` to explore).
+HYPOTHESIS_SEED = "--hypothesis-seed=20261124"
 OFFLINE_ENV = {
     "WANDB_MODE": "offline",
     "HF_HUB_OFFLINE": "1",
@@ -39,7 +42,7 @@ def tests(session: nox.Session) -> None:
     editable = [arg for plugin in PLUGINS for arg in ("-e", f"plugins/{plugin}")]
     session.install(*CONSTRAINTS, "-e", ".", *editable, *TEST_TOOLS)
     test_dirs = ["tests", *(f"plugins/{plugin}/tests" for plugin in PLUGINS)]
-    session.run("pytest", *(session.posargs or test_dirs), env=OFFLINE_ENV)
+    session.run("pytest", HYPOTHESIS_SEED, *(session.posargs or test_dirs), env=OFFLINE_ENV)
 
 
 @nox.session(python="3.11")
@@ -48,7 +51,14 @@ def plugin(session: nox.Session, plugin: str) -> None:
     """One plugin installed alone with the core, running its own tests."""
     _install_torch_first(session)
     session.install(*CONSTRAINTS, ".", f"plugins/{plugin}", *TEST_TOOLS)
-    session.run("pytest", f"plugins/{plugin}/tests", "-p", "no:cacheprovider", env=OFFLINE_ENV)
+    session.run(
+        "pytest",
+        HYPOTHESIS_SEED,
+        f"plugins/{plugin}/tests",
+        "-p",
+        "no:cacheprovider",
+        env=OFFLINE_ENV,
+    )
 
 
 @nox.session(python="3.11")
