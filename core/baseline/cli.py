@@ -214,10 +214,20 @@ def _execute(handler: Callable[[argparse.Namespace], int], args: argparse.Namesp
         return 1
 
 
+def _finish_worker(code: int) -> int:
+    """Under torchrun, leave without interpreter teardown: destroying gloo's threads during
+    teardown can abort a finished worker (``terminate called without an active exception``)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``baseline``."""
     args = build_parser().parse_args(argv)
-    return _execute(COMMANDS[args.command], args)
+    return _finish_worker(_execute(COMMANDS[args.command], args))
 
 
 def run_main(argv: Sequence[str] | None = None) -> int:

@@ -79,6 +79,16 @@ class DistributedContext:
         result: T = value
         return result
 
+    def shutdown(self) -> None:
+        """Destroy the process group, so that gloo's threads stop before the process exits
+        (exiting with them alive can abort the process)."""
+        if not self.enabled:
+            return
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
     def all_gather(self, value: Any) -> list[Any]:
         """Every rank's ``value``, in rank order (picklable objects)."""
         if not self.enabled:

@@ -235,6 +235,22 @@ def _run_pipeline(config: ExperimentConfig, plugins: PluginSet | None) -> RunRes
     validate_experiment_config(config, registry)
     components = resolve_components(config, registry)
     dist = init_distributed(config.train.device)
+    try:
+        result = _run_distributed(config, plugin_set, components, dist)
+        dist.barrier()  # no rank tears down while another still communicates
+        return result
+    finally:
+        dist.shutdown()
+
+
+def _run_distributed(
+    config: ExperimentConfig,
+    plugin_set: PluginSet,
+    components: Components,
+    dist: DistributedContext,
+) -> RunResult:
+    """The run itself, on one rank of the job (the only rank without torchrun)."""
+    registry = plugin_set.registry
     if not dist.is_main:
         log.setLevel(logging.WARNING)  # rank 0 reports progress for the job
 
