@@ -17,11 +17,15 @@ import attrs
 from baseline.errors import FieldError
 
 __all__ = [
+    "DIAGNOSTICS",
+    "MODEL_DIAGNOSTICS",
     "ComponentConfig",
     "DatasetConfig",
+    "DiagnosticsLoggerConfig",
     "ExperimentConfig",
     "LoggerConfig",
     "LoggingConfig",
+    "MetricsRequest",
     "ModelConfig",
     "RunConfig",
     "SplitConfig",
@@ -125,9 +129,119 @@ class SplitConfig(ComponentConfig):
     """Base class of train/validation split configs (the ``[split]`` table)."""
 
 
+#: Training diagnostics the core computes on request (see :class:`MetricsRequest`).
+DIAGNOSTICS = ("global_grad_norm", "activation_norms", "ln_grad_norms", "attention_entropy")
+#: The diagnostics that need the model's cooperation: its adapter lists the ones it supports
+#: in a ``diagnostics`` attribute (see :class:`baseline.protocols.ModelAdapter`).
+MODEL_DIAGNOSTICS = ("activation_norms", "ln_grad_norms", "attention_entropy")
+
+
+def _frozen_names(value: frozenset[str] | tuple[str, ...] | list[str]) -> frozenset[str]:
+    return frozenset(value)
+
+
+def _diagnostic_names(
+    _instance: Any, attribute: attrs.Attribute[Any], value: frozenset[str]
+) -> None:
+    unknown = sorted(set(value) - set(DIAGNOSTICS))
+    if unknown:
+        raise FieldError(
+            attribute.name, f"unknown diagnostics {unknown}; known: {list(DIAGNOSTICS)}"
+        )
+
+
+@attrs.frozen(kw_only=True)
+class MetricsRequest:
+    """What one logger asks the trainer to compute, and on which optimizer steps.
+
+    The trainer computes the union of all loggers' requests, each diagnostic only on the
+    steps some logger's cadence selects, and hands every logger the values it asked for.
+    """
+
+    #: Cadence of train records (loss, tokens, perplexity, step time, memory).
+    log_every_n_steps: int = attrs.field(validator=at_least(1))
+    #: Names from :data:`DIAGNOSTICS`.
+    diagnostics: frozenset[str] = attrs.field(
+        default=frozenset(), converter=_frozen_names, validator=_diagnostic_names
+    )
+    #: Cadence of ``global_grad_norm``, ``activation_norms`` and ``ln_grad_norms``.
+    diagnostics_every_n_steps: int = attrs.field(default=50, validator=at_least(1))
+    attention_entropy_every_n_steps: int = attrs.field(default=200, validator=at_least(1))
+    #: Heads per layer whose attention entropy is measured.
+    attention_entropy_head_cap: int = attrs.field(default=2, validator=at_least(1))
+    #: Query and key positions (a prefix of the sequence) the entropy is measured over.
+    attention_entropy_token_cap: int = attrs.field(default=128, validator=at_least(2))
+    #: Extra validation every N steps (0: only at the end of each epoch and of training).
+    val_every_n_steps: int = attrs.field(default=0, validator=at_least(0))
+
+    def every(self, diagnostic: str) -> int:
+        """The cadence of ``diagnostic``."""
+        if diagnostic == "attention_entropy":
+            return self.attention_entropy_every_n_steps
+        return self.diagnostics_every_n_steps
+
+    def diagnostics_due(self, step: int) -> frozenset[str]:
+        """The requested diagnostics whose cadence selects ``step``."""
+        return frozenset(d for d in self.diagnostics if step % self.every(d) == 0)
+
+    def validation_due(self, step: int) -> bool:
+        """Whether periodic validation falls on ``step``."""
+        return bool(self.val_every_n_steps) and step % self.val_every_n_steps == 0
+
+
 @attrs.frozen(kw_only=True)
 class LoggerConfig(ComponentConfig):
     """Base class of metrics logger configs (a ``[logging.<provider>]`` table)."""
+
+    def metrics_request(self, logging: LoggingConfig) -> MetricsRequest:
+        """What this logger needs computed; by default train records at the core cadence."""
+        return MetricsRequest(log_every_n_steps=logging.log_every_n_steps)
+
+    def diagnostic_key_path(self, diagnostic: str) -> str:
+        """The key (relative to this logger's table) that turned ``diagnostic`` on."""
+        return f"enable_{diagnostic}"
+
+
+@attrs.frozen(kw_only=True)
+class DiagnosticsLoggerConfig(LoggerConfig):
+    """Base of logger configs that show the core's training diagnostics.
+
+    Every diagnostic is computed by the core, only on the steps its cadence selects, so a
+    logger that subclasses this config gets them without computing anything itself.
+    """
+
+    #: Log the L2 norm of all gradients (after DDP's all-reduce, before clipping).
+    enable_global_grad_norm: bool = False
+    #: Log the mean L2 norm of the hidden state after the first, middle and last layer.
+    enable_activation_norms: bool = False
+    #: Log the gradient norms of the normalization weights and biases of those layers.
+    enable_ln_grad_norms: bool = False
+    #: Log the mean attention entropy of those layers (sampled, see the caps).
+    enable_attention_entropy: bool = False
+    #: Cadence of step metrics; unset: ``logging.log_every_n_steps``.
+    log_every_n_steps: int | None = attrs.field(default=None, validator=at_least(1))
+    #: Cadence of the gradient-norm, activation-norm and layer-norm diagnostics.
+    diagnostics_every_n_steps: int = attrs.field(default=50, validator=at_least(1))
+    #: Periodic validation every N steps (0 disables it; epoch-end validation remains).
+    val_every_n_steps: int = attrs.field(default=0, validator=at_least(0))
+    attention_entropy_every_n_steps: int = attrs.field(default=200, validator=at_least(1))
+    #: Heads per layer sampled for attention entropy.
+    attention_entropy_head_cap: int = attrs.field(default=2, validator=at_least(1))
+    #: Tokens sampled per axis (a prefix of the window, capped at ``train.seq_len``).
+    attention_entropy_token_cap: int = attrs.field(default=128, validator=at_least(2))
+
+    def metrics_request(self, logging: LoggingConfig) -> MetricsRequest:
+        """Train records at this logger's cadence plus the diagnostics it enables."""
+        enabled = frozenset(d for d in DIAGNOSTICS if getattr(self, f"enable_{d}"))
+        return MetricsRequest(
+            log_every_n_steps=self.log_every_n_steps or logging.log_every_n_steps,
+            diagnostics=enabled,
+            diagnostics_every_n_steps=self.diagnostics_every_n_steps,
+            attention_entropy_every_n_steps=self.attention_entropy_every_n_steps,
+            attention_entropy_head_cap=self.attention_entropy_head_cap,
+            attention_entropy_token_cap=self.attention_entropy_token_cap,
+            val_every_n_steps=self.val_every_n_steps,
+        )
 
 
 @attrs.frozen(kw_only=True)

@@ -12,14 +12,18 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from baseline.config import LoggerConfig
+from baseline.config import DiagnosticsLoggerConfig
 from baseline.hookspecs import Register, hookimpl
 from baseline.protocols import MetricRecord, RunInfo
 
 
 @attrs.frozen(kw_only=True)
-class ConsoleLoggerConfig(LoggerConfig):
-    """Settings of the ``[logging.console]`` table."""
+class ConsoleLoggerConfig(DiagnosticsLoggerConfig):
+    """Settings of the ``[logging.console]`` table.
+
+    The diagnostics (``enable_*``) are off by default; when on, each is printed as one line
+    on the steps its cadence selects.
+    """
 
     #: Draw a live progress bar on a terminal (plain lines are printed otherwise).
     progress_bar: bool = True
@@ -93,9 +97,31 @@ class ConsoleSession:
                     parts.append(f"{rate:,.0f} tok/s")
                 parts.append(f"tokens {record.tokens_seen:,}")
                 self.console.print("  ".join(parts), highlight=False)
+        elif record.phase == "diagnostics":
+            fields = "  ".join(f"{key} {value:.4g}" for key, value in record.values.items())
+            self.console.print(f"step {record.step} diagnostics: {fields}", highlight=False)
+        elif record.phase == "validation" and not self._ends_epoch_or_run(record.step):
+            self.console.print(
+                f"step {record.step} validation: "
+                + " | ".join(
+                    f"{label} {values[key]:.4f}"
+                    for key, label in (
+                        ("val_loss", "val loss"),
+                        ("val_perplexity", "val ppl"),
+                        ("val_bpb", "val bits/byte"),
+                    )
+                    if key in values
+                ),
+                highlight=False,
+            )
         elif record.phase == "epoch":
             self.epochs.append({"epoch": record.epoch, "step": record.step, **values})
             self.console.print(self._epoch_line(record, self.run.steps_per_epoch), highlight=False)
+
+    def _ends_epoch_or_run(self, step: int) -> bool:
+        """Whether an epoch summary follows at ``step`` (it prints the validation results)."""
+        per_epoch = self.run.steps_per_epoch
+        return bool(per_epoch and step % per_epoch == 0) or step == self.run.total_steps
 
     @staticmethod
     def _epoch_line(record: MetricRecord, steps_per_epoch: int) -> str:

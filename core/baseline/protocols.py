@@ -71,10 +71,45 @@ class TokenizerAdapter(Protocol):
 
 @runtime_checkable
 class ModelAdapter(Protocol):
-    """Builds the network; the module maps token ids ``(B, T)`` to logits ``(B, T, vocab)``."""
+    """Builds the network; the module maps token ids ``(B, T)`` to logits ``(B, T, vocab)``.
+
+    Optional: a ``diagnostics`` attribute, the names from
+    :data:`baseline.config.MODEL_DIAGNOSTICS` its modules support. ``activation_norms`` and
+    ``ln_grad_norms`` need the module to be a :class:`LayeredModel`; ``attention_entropy``
+    needs an :class:`AttentionProbe`. Experiments that request a diagnostic the adapter does
+    not list are refused at validation time.
+    """
 
     def build(self, vocab_size: int, seq_len: int) -> torch.nn.Module:
         """Return a freshly initialised module for this vocabulary and context length."""
+        ...
+
+
+@runtime_checkable
+class LayeredModel(Protocol):
+    """A built model made of a stack of layers (transformer blocks)."""
+
+    def diagnostic_layers(self) -> Sequence[torch.nn.Module]:
+        """The layers in order; the core hooks the first, middle and last of them.
+
+        A layer's forward output (or its first element) is the hidden state after it, and
+        its ``LayerNorm``/``RMSNorm`` submodules are the ones ``ln_grad_norms`` reports.
+        """
+        ...
+
+
+@runtime_checkable
+class AttentionProbe(Protocol):
+    """A built model that can report the attention probabilities of some of its layers."""
+
+    def attention_probabilities(
+        self, tokens: torch.Tensor, layers: Sequence[int], max_heads: int
+    ) -> Mapping[int, torch.Tensor]:
+        """Run ``tokens`` ``(B, T)`` through the model and return, for each layer index in
+        ``layers``, the causal attention probabilities ``(B, H, T, T)`` of its first
+        ``max_heads`` heads (``H <= max_heads``). Called without gradients, in eval mode, on
+        short inputs: only the requested heads' maps should be materialised.
+        """
         ...
 
 
@@ -111,20 +146,24 @@ class RunInfo:
     total_steps: int | None
     #: First step of this process (non-zero when resuming).
     start_step: int = 0
+    #: The module being trained, for loggers that watch parameters (``None`` when a logger
+    #: is exercised without a model).
+    model: Any = attrs.field(default=None, eq=False, repr=False)
 
 
 @attrs.frozen
 class MetricRecord:
     """Metrics logged at one point of training.
 
-    ``phase`` is ``train`` for step metrics, ``validation`` for validation results and
-    ``epoch`` for end-of-epoch summaries.
+    ``phase`` is ``train`` for step metrics, ``diagnostics`` for the gradient, activation
+    and attention diagnostics, ``validation`` for validation results (periodic or at the end
+    of an epoch) and ``epoch`` for end-of-epoch summaries.
     """
 
     step: int
     tokens_seen: int
     epoch: int
-    phase: Literal["train", "validation", "epoch"]
+    phase: Literal["train", "diagnostics", "validation", "epoch"]
     values: Mapping[str, float]
 
 
