@@ -19,6 +19,7 @@ from baseline.config import ExperimentConfig
 from baseline.distributed import DistributedContext, init_distributed
 from baseline.errors import BaselineError, ConfigError, DataError
 from baseline.loading import experiment_to_data, unstructure_config
+from baseline.metrics import MetricsPlan, MetricsRouter
 from baseline.plugins import PluginSet, default_plugins
 from baseline.protocols import (
     DatasetAdapter,
@@ -32,7 +33,7 @@ from baseline.protocols import (
 from baseline.registry import ComponentRegistry
 from baseline.token_cache import adapter_fingerprint, cache_key, load_or_build
 from baseline.tokens import TokenStream, build_token_stream, check_split_plan
-from baseline.validation import validate_experiment_config
+from baseline.validation import logger_settings, validate_experiment_config
 from baseline.versions import environment_versions
 from baseline.windows import range_window_starts
 
@@ -299,8 +300,9 @@ def _run_distributed(
         steps_per_epoch=trainer.steps_per_epoch,
         total_steps=trainer.total_steps,
         start_step=trainer.step,
+        model=trainer.model,
     )
-    sessions = _start_loggers(config, registry, run_info) if dist.is_main else []
+    sessions = _start_loggers(config, registry, run_info) if dist.is_main else {}
     metrics_file = (
         artifacts.MetricsFile(
             run_dir / artifacts.METRICS_FILENAME,
@@ -310,24 +312,26 @@ def _run_distributed(
         else None
     )
 
-    def emit(record: MetricRecord) -> None:
-        if metrics_file is None:
-            return
-        metrics_file.write(
-            {
-                "step": record.step,
-                "tokens_seen": record.tokens_seen,
-                "epoch": record.epoch,
-                "phase": record.phase,
-                **record.values,
-            }
-        )
-        for session in sessions:
-            session.log(record)
+    def write_metrics(record: MetricRecord) -> None:
+        if metrics_file is not None:
+            metrics_file.write(
+                {
+                    "step": record.step,
+                    "tokens_seen": record.tokens_seen,
+                    "epoch": record.epoch,
+                    "phase": record.phase,
+                    **record.values,
+                }
+            )
 
+    router = MetricsRouter(
+        trainer.plan,
+        {name: session.log for name, session in sessions.items()},
+        everything=write_metrics,
+    )
     exit_code = 1
     try:
-        final_metrics = trainer.train(emit)
+        final_metrics = trainer.train(router)
         trainer.save_final_model()
         if dist.is_main:
             artifacts.atomic_write_json(
@@ -344,7 +348,7 @@ def _run_distributed(
     finally:
         if metrics_file is not None:
             metrics_file.close()
-        for session in sessions:
+        for session in sessions.values():
             session.finish(exit_code)
     log.info("run complete: artifacts in %s", run_dir)
     return RunResult(run_dir, trainer.step, trainer.tokens_seen, final_metrics)
@@ -366,20 +370,30 @@ def _prepare_training(
 
     from baseline.training import Trainer  # torch is imported only once training starts
 
-    return data, Trainer(config, components, data, run_dir, config_data, dist), config_data
+    plan = metrics_plan(config, registry)
+    trainer = Trainer(config, components, data, run_dir, config_data, dist, plan)
+    return data, trainer, config_data
+
+
+def metrics_plan(config: ExperimentConfig, registry: ComponentRegistry) -> MetricsPlan:
+    """What the trainer computes for the enabled loggers, and when."""
+    requests = {
+        provider: settings.metrics_request(config.logging)
+        for provider, settings in logger_settings(config, registry).items()
+    }
+    return MetricsPlan(requests, config.logging.log_every_n_steps)
 
 
 def _start_loggers(
     config: ExperimentConfig, registry: ComponentRegistry, run_info: RunInfo
-) -> list[LoggerSession]:
-    sessions: list[LoggerSession] = []
+) -> dict[str, LoggerSession]:
+    sessions: dict[str, LoggerSession] = {}
     try:
-        for provider in config.logging.provider:
+        for provider, settings in logger_settings(config, registry).items():
             component = registry.get("logger", provider)
-            settings = config.logging.loggers.get(provider) or component.config_cls()
-            sessions.append(component.create(settings).start(run_info))
+            sessions[provider] = component.create(settings).start(run_info)
     except BaseException:
-        for session in sessions:  # close the loggers that did start
+        for session in sessions.values():  # close the loggers that did start
             session.finish(1)
         raise
     return sessions

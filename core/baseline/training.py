@@ -9,7 +9,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,8 +28,10 @@ from baseline.checkpoint import (
     tensors_to_arrays,
 )
 from baseline.config import ExperimentConfig
+from baseline.diagnostics import LayerDiagnostics
 from baseline.distributed import DistributedContext, check_divisible
 from baseline.errors import ConfigError, RunInterrupted, TrainingError
+from baseline.metrics import MetricsPlan, MetricsRouter
 from baseline.optim import build_optimizer, learning_rate_factor
 from baseline.protocols import MetricRecord
 from baseline.signals import StopRequest, graceful_stop
@@ -114,8 +116,10 @@ class Trainer:
         run_dir: Path,
         config_data: Mapping[str, Any],
         dist: DistributedContext | None = None,
+        plan: MetricsPlan | None = None,
     ) -> None:
         train = config.train
+        self.plan = plan or MetricsPlan({}, config.logging.log_every_n_steps)
         if train.num_threads:
             torch.set_num_threads(train.num_threads)
         self.dist = dist or DistributedContext()
@@ -162,6 +166,12 @@ class Trainer:
         flops = getattr(self.model, "flops_per_token", None)
         self.flops_per_token = flops(train.seq_len) if callable(flops) else 6 * self.num_parameters
         self.peak_flops = peak_flops(self.device)
+        self.layer_diagnostics = LayerDiagnostics(
+            self.model,
+            self.plan.diagnostics,
+            model_name=f"model {config_data.get('model', {}).get('name', '')!r}",
+            autocast=self._autocast,
+        )
         self.optimizer = build_optimizer(self.model, train)
         self.accumulation = train.grad_accumulation_steps
         self.steps_per_epoch = self.windows.steps_per_epoch // self.accumulation
@@ -179,10 +189,10 @@ class Trainer:
         self.tokens_seen = 0
         self.train_time_s = 0.0
         self.best_val_loss = math.inf
-        #: Loss sums and step counts accumulated since the last log record and epoch start.
+        #: Loss sums and step counts accumulated since the last train record of each cadence
+        #: and since the epoch started.
         self.pending: dict[str, Any] = {
-            "log_sum": 0.0,
-            "log_steps": 0,
+            "log": {},
             "epoch_sum": 0.0,
             "epoch_steps": 0,
         }
@@ -250,7 +260,9 @@ class Trainer:
         self.tokens_seen = state["tokens_seen"]
         self.train_time_s = state["train_time_s"]
         self.best_val_loss = state["best_val_loss"]
-        self.pending = state["pending_losses"]
+        self.pending = _pending_by_cadence(
+            state["pending_losses"], self.config.logging.log_every_n_steps
+        )
         saved_world = state.get("world_size", 1)
         if saved_world != self.dist.world_size:
             raise ConfigError(
@@ -285,10 +297,7 @@ class Trainer:
                 "tokens_seen": self.tokens_seen,
                 "train_time_s": self.train_time_s,
                 "best_val_loss": self.best_val_loss,
-                "pending_losses": {
-                    key: value.item() if isinstance(value, torch.Tensor) else value
-                    for key, value in self.pending.items()
-                },
+                "pending_losses": _plain(self.pending),
                 "rng": rng_states,
                 "world_size": self.dist.world_size,
                 "config": dict(self.config_data),
@@ -354,30 +363,31 @@ class Trainer:
             train.max_time_s is not None and elapsed_s >= train.max_time_s
         )
 
-    def train(self, emit: Callable[[MetricRecord], None]) -> dict[str, float]:
-        """Run the remaining steps, emitting metric records; return the final metrics.
+    def train(self, router: MetricsRouter) -> dict[str, float]:
+        """Run the remaining steps, handing metric records to ``router``; return the final
+        metrics.
 
         SIGINT/SIGTERM stop training after the current step with a checkpoint saved
         (:class:`RunInterrupted`).
         """
         with graceful_stop() as stop_request:
-            return self._train(emit, stop_request)
+            return self._train(router, stop_request)
 
-    def _train(
-        self, emit: Callable[[MetricRecord], None], stop_request: StopRequest
-    ) -> dict[str, float]:
-        log_every = self.config.logging.log_every_n_steps
+    def _train(self, router: MetricsRouter, stop_request: StopRequest) -> dict[str, float]:
         checkpoint_every = self.config.run.checkpoint_every_n_steps
         clip = self.train_config.grad_clip_norm
         final: dict[str, float] = {}
         # Loss sums not yet logged are part of the checkpointed state, so that a resumed run
         # logs exactly the means an uninterrupted one would.
-        loss_sum = torch.tensor(self.pending["log_sum"], device=self.device)
+        windows = {
+            cadence: _LossWindow.restore(
+                self.pending["log"].get(cadence), self.device, self.tokens_seen
+            )
+            for cadence in self.plan.train_cadences
+        }
         epoch_loss_sum = torch.tensor(self.pending["epoch_sum"], device=self.device)
-        steps_since_log = int(self.pending["log_steps"])
         epoch_steps = int(self.pending["epoch_steps"])
         clock_start = time.perf_counter() - self.train_time_s
-        last_log_time, last_log_tokens = time.perf_counter(), self.tokens_seen
         self.model.train()
         lr = self._set_learning_rate(self.train_time_s)
         if self._limit_reached(self.train_time_s):
@@ -385,6 +395,9 @@ class Trainer:
         for epoch, micro_batches in self._steps():
             self.epoch = epoch
             lr = self._set_learning_rate(time.perf_counter() - clock_start)
+            # Diagnostics are measured on rank 0 only: gradients are identical on all ranks.
+            due = self.plan.diagnostics_due(self.step + 1) if self.dist.is_main else frozenset()
+            diagnostics = self._forward_diagnostics(due, micro_batches[0])
             self.optimizer.zero_grad(set_to_none=True)
             step_loss = torch.zeros((), device=self.device)
             for index, batch in enumerate(micro_batches):
@@ -394,66 +407,63 @@ class Trainer:
                     loss = self._loss(batch) / self.accumulation
                     loss.backward()  # type: ignore[no-untyped-call]
                 step_loss += loss.detach()
+            if "ln_grad_norms" in due:
+                diagnostics.update(self.layer_diagnostics.ln_grad_norms())
             # The global gradient norm (of DDP's synchronized gradients), clipped when asked.
             grad_norm = torch.nn.utils.clip_grad_norm_(
                 self.model.parameters(), clip if clip else math.inf
             )
+            if "global_grad_norm" in due:
+                diagnostics["global_grad_norm"] = float(grad_norm)
             self.optimizer.step()
             self.step += 1
             self.step_in_epoch += 1
             self.tokens_seen += self.tokens_per_step
-            loss_sum += step_loss
+            for window in windows.values():
+                window.add(step_loss)
             epoch_loss_sum += step_loss
-            steps_since_log += 1
             epoch_steps += 1
             self.train_time_s = time.perf_counter() - clock_start
             stop = self._agree(self._limit_reached(self.train_time_s))
             epoch_done = self.step_in_epoch == self.steps_per_epoch
 
-            if self.step % log_every == 0 or stop or epoch_done:
-                mean_loss = self._mean_over_ranks(loss_sum) / steps_since_log
-                self._check_finite(mean_loss)
-                now = time.perf_counter()
-                rate = (self.tokens_seen - last_log_tokens) / max(now - last_log_time, 1e-9)
-                values = {
-                    "train_loss": mean_loss,
-                    "tokens_per_second": rate,
-                    "learning_rate": lr,
-                    "global_grad_norm": float(grad_norm),
-                }
-                if self.peak_flops:
-                    values["mfu"] = rate * self.flops_per_token / self.peak_flops
-                emit(MetricRecord(self.step, self.tokens_seen, epoch + 1, "train", values))
-                final.update(values)
-                loss_sum.zero_()
-                steps_since_log = 0
-                last_log_time, last_log_tokens = now, self.tokens_seen
+            for cadence, window in windows.items():
+                if self.step % cadence == 0 or stop or epoch_done:
+                    values = self._train_values(window, lr, grad_norm)
+                    record = MetricRecord(self.step, self.tokens_seen, epoch + 1, "train", values)
+                    router.train(record, cadence)
+                    if cadence == self.plan.core_log_every_n_steps:
+                        final.update(values)
+            if diagnostics:
+                record = MetricRecord(
+                    self.step, self.tokens_seen, epoch + 1, "diagnostics", diagnostics
+                )
+                router.diagnostics(record)
 
             if epoch_done or stop:
                 epoch_loss = self._mean_over_ranks(epoch_loss_sum) / max(epoch_steps, 1)
                 self._check_finite(epoch_loss)
-                metrics = self.evaluate()
-                self.best_val_loss = min(self.best_val_loss, metrics["val_loss"])
-                emit(MetricRecord(self.step, self.tokens_seen, epoch + 1, "validation", metrics))
-                if self.dist.is_main:
-                    self._write_samples()
+                metrics = self._validate(router, epoch, periodic=False)
                 summary = {
                     "train_loss_epoch": epoch_loss,
                     "train_perplexity_epoch": _perplexity(epoch_loss),
                     **metrics,
                 }
-                emit(MetricRecord(self.step, self.tokens_seen, epoch + 1, "epoch", summary))
+                router.epoch(MetricRecord(self.step, self.tokens_seen, epoch + 1, "epoch", summary))
                 final.update(summary)
                 if epoch_done:
                     self.epoch = epoch + 1
                     self.step_in_epoch = 0
                     epoch_loss_sum.zero_()
                     epoch_steps = 0
-                last_log_time = time.perf_counter()  # validation time is not training throughput
+            elif self.plan.validation_due(self.step):
+                self._validate(router, epoch, periodic=True)
+            if epoch_done or stop or self.plan.validation_due(self.step):
+                for window in windows.values():  # validation time is not training throughput
+                    window.restart_clock()
 
             self.pending = {
-                "log_sum": loss_sum,
-                "log_steps": steps_since_log,
+                "log": {cadence: window.pending() for cadence, window in windows.items()},
                 "epoch_sum": epoch_loss_sum,
                 "epoch_steps": epoch_steps,
             }
@@ -476,6 +486,54 @@ class Trainer:
         self.save_checkpoint()
         self._check_ranks_in_sync()
         return final
+
+    def _forward_diagnostics(self, due: frozenset[str], batch: torch.Tensor) -> dict[str, float]:
+        """Activation norms and attention entropy of this step's first micro-batch, measured
+        before the update (the weights this step's forward uses)."""
+        values: dict[str, float] = {}
+        if not due & {"activation_norms", "attention_entropy"}:
+            return values
+        inputs = batch[:, :-1].to(self.device, non_blocking=True)
+        if "activation_norms" in due:
+            values.update(self.layer_diagnostics.activation_norms(inputs))
+        if "attention_entropy" in due:
+            heads, tokens = self.plan.attention_entropy_caps
+            values.update(self.layer_diagnostics.attention_entropy(inputs, heads, tokens))
+        return values
+
+    def _train_values(
+        self, window: _LossWindow, lr: float, grad_norm: torch.Tensor
+    ) -> dict[str, float]:
+        """The train record of one cadence: means over the steps since its last record."""
+        mean_loss = self._mean_over_ranks(window.loss_sum) / window.steps
+        self._check_finite(mean_loss)
+        now = time.perf_counter()
+        elapsed = max(now - window.clock, 1e-9)
+        rate = (self.tokens_seen - window.tokens) / elapsed
+        values = {
+            "train_loss": mean_loss,
+            "train_perplexity": _perplexity(mean_loss),
+            "tokens_per_second": rate,
+            "step_time_ms": 1000.0 * elapsed / window.steps,
+            "learning_rate": lr,
+            "global_grad_norm": float(grad_norm),
+        }
+        if self.device.type == "cuda":
+            values["peak_memory_gib"] = torch.cuda.max_memory_allocated(self.device) / 2**30
+        if self.peak_flops:
+            values["mfu"] = rate * self.flops_per_token / self.peak_flops
+        window.reset(now, self.tokens_seen)
+        return values
+
+    def _validate(self, router: MetricsRouter, epoch: int, *, periodic: bool) -> dict[str, float]:
+        """Evaluate, hand the results to the router and write the validation samples."""
+        metrics = self.evaluate()
+        self.best_val_loss = min(self.best_val_loss, metrics["val_loss"])
+        record = MetricRecord(self.step, self.tokens_seen, epoch + 1, "validation", metrics)
+        router.validation(record, periodic=periodic)
+        if self.dist.is_main:
+            self._write_samples()
+        return metrics
 
     def _gradient_sync(self, sync: bool) -> contextlib.AbstractContextManager[Any]:
         """DDP's ``no_sync()`` for micro-batches that only accumulate gradients."""
@@ -622,3 +680,60 @@ def _writing(what: str, path: Path) -> Iterator[None]:
 
 def _perplexity(loss: float) -> float:
     return math.exp(min(loss, 50.0))
+
+
+class _LossWindow:
+    """Loss sum, step count, clock and token count since one cadence's last train record."""
+
+    def __init__(self, loss_sum: torch.Tensor, steps: int, tokens: int) -> None:
+        self.loss_sum = loss_sum
+        self.steps = steps
+        self.tokens = tokens
+        self.clock = time.perf_counter()
+
+    @classmethod
+    def restore(
+        cls, saved: Mapping[str, Any] | None, device: torch.device, tokens: int
+    ) -> _LossWindow:
+        """A window from its checkpointed sums (empty when the cadence is new)."""
+        saved = saved or {"sum": 0.0, "steps": 0}
+        return cls(torch.tensor(float(saved["sum"]), device=device), int(saved["steps"]), tokens)
+
+    def add(self, step_loss: torch.Tensor) -> None:
+        """Count one optimizer step."""
+        self.loss_sum += step_loss
+        self.steps += 1
+
+    def reset(self, now: float, tokens: int) -> None:
+        """Start the next window after a record."""
+        self.loss_sum.zero_()
+        self.steps = 0
+        self.clock, self.tokens = now, tokens
+
+    def restart_clock(self) -> None:
+        """Exclude the time spent so far (validation) from the throughput of this window."""
+        self.clock = time.perf_counter()
+
+    def pending(self) -> dict[str, Any]:
+        """What a checkpoint keeps of this window."""
+        return {"sum": self.loss_sum, "steps": self.steps}
+
+
+def _pending_by_cadence(saved: Mapping[str, Any], core_cadence: int) -> dict[str, Any]:
+    """Checkpointed loss sums, converting the single-cadence layout of earlier versions."""
+    if "log" in saved:
+        return {**saved, "log": {int(c): window for c, window in saved["log"].items()}}
+    return {
+        "log": {core_cadence: {"sum": saved["log_sum"], "steps": saved["log_steps"]}},
+        "epoch_sum": saved["epoch_sum"],
+        "epoch_steps": saved["epoch_steps"],
+    }
+
+
+def _plain(value: Any) -> Any:
+    """Tensors to floats, recursively (checkpoints hold plain numbers)."""
+    if isinstance(value, torch.Tensor):
+        return value.item()
+    if isinstance(value, Mapping):
+        return {key: _plain(item) for key, item in value.items()}
+    return value

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from baseline.config import ComponentConfig, ExperimentConfig
+from baseline.config import MODEL_DIAGNOSTICS, ComponentConfig, ExperimentConfig, LoggerConfig
 from baseline.errors import ConfigError, FieldError
 from baseline.loading import COMPONENT_SECTIONS
 from baseline.registry import ComponentRegistry
@@ -69,6 +69,37 @@ def _validate(config: ExperimentConfig, registry: ComponentRegistry) -> None:
         _validate_component(getattr(config, section), section, config)
     for provider, settings in config.logging.loggers.items():
         _validate_component(settings, f"logging.{provider}", config)
+    _check_model_diagnostics(config, registry)
+
+
+def logger_settings(
+    config: ExperimentConfig, registry: ComponentRegistry
+) -> dict[str, LoggerConfig]:
+    """Each enabled logger's settings, defaults filled in for loggers without a table."""
+    settings: dict[str, LoggerConfig] = {}
+    for provider in config.logging.provider:
+        given = (
+            config.logging.loggers.get(provider) or registry.get("logger", provider).config_cls()
+        )
+        assert isinstance(given, LoggerConfig)
+        settings[provider] = given
+    return settings
+
+
+def _check_model_diagnostics(config: ExperimentConfig, registry: ComponentRegistry) -> None:
+    """A logger that asks for a layer diagnostic needs a model adapter that declares it."""
+    component = registry.get("model", registry.name_of("model", config.model))
+    supported = frozenset(getattr(component.create(config.model), "diagnostics", ()))
+    for provider, settings in logger_settings(config, registry).items():
+        requested = settings.metrics_request(config.logging).diagnostics
+        for diagnostic in MODEL_DIAGNOSTICS:
+            if diagnostic in requested and diagnostic not in supported:
+                offered = ", ".join(sorted(supported)) or "none"
+                raise ConfigError(
+                    f"model {component.name!r} ({component.distribution}) cannot provide "
+                    f"{diagnostic.replace('_', ' ')} (it supports: {offered}); set it to false",
+                    key_path=f"logging.{provider}.{settings.diagnostic_key_path(diagnostic)}",
+                )
 
 
 def _validate_component(component: ComponentConfig, section: str, config: ExperimentConfig) -> None:

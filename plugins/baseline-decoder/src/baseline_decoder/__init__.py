@@ -53,6 +53,10 @@ class BaselineDecoderConfig(ModelConfig):
 class BaselineDecoder:
     """Builds :class:`baseline_decoder.model.DecoderModel` modules."""
 
+    #: Every layer diagnostic of the core: the blocks are the layers, and attention
+    #: probabilities of a few heads are computed on request.
+    diagnostics = frozenset({"activation_norms", "ln_grad_norms", "attention_entropy"})
+
     def __init__(self, config: BaselineDecoderConfig) -> None:
         self.config = config
 

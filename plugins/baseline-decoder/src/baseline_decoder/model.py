@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -52,6 +53,22 @@ class CausalSelfAttention(nn.Module):
         )
         y = y.transpose(1, 2).contiguous().view(batch, steps, width)
         return self.resid_dropout(self.proj(y))
+
+    def probabilities(
+        self, x: torch.Tensor, max_heads: int, rotary: tuple[torch.Tensor, torch.Tensor] | None
+    ) -> torch.Tensor:
+        """Causal attention probabilities ``(B, H, T, T)`` of the first ``max_heads`` heads."""
+        batch, steps, width = x.shape
+        head_size = width // self.n_heads
+        heads = min(max_heads, self.n_heads)
+        q, k, _ = self.qkv(x).split(width, dim=2)
+        shape = (batch, steps, self.n_heads, head_size)
+        q, k = (t.view(shape)[:, :, :heads].transpose(1, 2) for t in (q, k))
+        if rotary is not None:
+            q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
+        scores = (q @ k.transpose(-2, -1)).float() / math.sqrt(head_size)
+        future = torch.ones(steps, steps, dtype=torch.bool, device=x.device).triu(1)
+        return scores.masked_fill(future, float("-inf")).softmax(dim=-1)
 
 
 class MLP(nn.Module):
@@ -133,7 +150,32 @@ class DecoderModel(nn.Module):
         attention = 12 * self.config.layers * self.config.d_model * seq_len
         return 6 * weights + attention
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+    def diagnostic_layers(self) -> Sequence[nn.Module]:
+        """The transformer blocks, for the core's layer diagnostics."""
+        return list(self.blocks)
+
+    def attention_probabilities(
+        self, tokens: torch.Tensor, layers: Sequence[int], max_heads: int
+    ) -> dict[int, torch.Tensor]:
+        """Attention maps ``(B, H, T, T)`` of the first ``max_heads`` heads of ``layers``.
+
+        Only the requested heads' maps are materialised; the forward pass itself is the
+        normal (fused) one.
+        """
+        wanted = set(layers)
+        maps: dict[int, torch.Tensor] = {}
+        x, rotary = self._embed(tokens)
+        for index, block in enumerate(self.blocks):
+            if index in wanted:
+                maps[index] = block.attn.probabilities(block.ln_attn(x), max_heads, rotary)
+            x = block(x, rotary)
+            if len(maps) == len(wanted):
+                break
+        return maps
+
+    def _embed(
+        self, tokens: torch.Tensor
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
         steps = tokens.size(1)
         if steps > self.max_seq_len:
             raise ValueError(
@@ -145,7 +187,10 @@ class DecoderModel(nn.Module):
             x = x + self.position_embedding(torch.arange(steps, device=tokens.device))
         else:
             rotary = (self.rotary_cos, self.rotary_sin)
-        x = self.dropout(x)
+        return self.dropout(x), rotary
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        x, rotary = self._embed(tokens)
         for block in self.blocks:
             x = block(x, rotary)
         return self.lm_head(self.ln_final(x))
