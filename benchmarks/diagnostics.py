@@ -1,0 +1,150 @@
+"""Overhead of each training diagnostic at its default cadence, against a run with none.
+
+Trains the tiny Shakespeare model for a fixed number of steps once per variant (each in its
+own ``baseline-run`` process, tokenizer and token cache warm), with the console logger asking
+for one diagnostic at a time at the W&B defaults (diagnostics every 50 steps, attention
+entropy every 200 with 2 heads x 128 tokens, validation every 250), then all of them, then
+all of them through the ``wandb`` logger in offline mode when it is installed.
+
+Two figures per variant: the whole process's wall time, and the training-loop time (the sum
+of the step times, which includes the diagnostics but not validation). Target: all
+diagnostics on at default cadences cost at most 10% of the run with none.
+
+    python benchmarks/diagnostics.py [--steps 300] [--repeats 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from _common import EXPERIMENT, machine, print_table
+
+TARGET_RATIO = 1.10
+DIAGNOSTICS = ("global_grad_norm", "activation_norms", "ln_grad_norms", "attention_entropy")
+CADENCES = {
+    "diagnostics_every_n_steps": 50,
+    "attention_entropy_every_n_steps": 200,
+    "attention_entropy_head_cap": 2,
+    "attention_entropy_token_cap": 128,
+}
+
+
+def console(**fields: object) -> list[str]:
+    """Overrides of the console logger's table."""
+    return [f"logging.console.{key}={json.dumps(value)}" for key, value in fields.items()]
+
+
+def variants(with_wandb: bool) -> dict[str, list[str]]:
+    """Variant name -> ``--set`` overrides."""
+    base = console(progress_bar=False, **CADENCES)
+    every = console(**{f"enable_{d}": True for d in DIAGNOSTICS}, val_every_n_steps=250)
+    found: dict[str, list[str]] = {"none": base}
+    for diagnostic in DIAGNOSTICS:
+        found[diagnostic] = base + console(**{f"enable_{diagnostic}": True})
+    found["periodic validation"] = base + console(val_every_n_steps=250)
+    found["all of them"] = base + every
+    if with_wandb:
+        found["all, wandb offline"] = [
+            'logging.provider=["console", "wandb"]',
+            *console(progress_bar=False),
+            'logging.wandb.mode="offline"',
+        ]
+    found["none (again)"] = base
+    return found
+
+
+def run_once(overrides: list[str], root: Path, name: str, steps: int) -> tuple[float, float]:
+    """Wall time of the process and the training-loop time from its step times."""
+    command = [
+        str(Path(sys.executable).parent / "baseline-run"),
+        str(EXPERIMENT),
+        "--set",
+        f"run.artifacts_root={json.dumps(str(root / 'runs'))}",
+        "--set",
+        f"run.run_name={json.dumps(name)}",
+        "--set",
+        f"run.token_cache_dir={json.dumps(str(root / 'cache'))}",
+        "--set",
+        f"tokenizer.vocab_path={json.dumps(str(root / 'bpe.json'))}",
+        "--set",
+        "train.max_time_s=100000",
+        "--set",
+        f"train.max_steps={steps}",
+        "--set",
+        "run.checkpoint_every_n_steps=0",
+    ]
+    for override in overrides:
+        command += ["--set", override]
+    env = {**os.environ, "WANDB_SILENT": "true", "WANDB_DIR": str(root)}
+    started = time.perf_counter()
+    subprocess.run(
+        command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
+    )
+    wall = time.perf_counter() - started
+    records = [
+        json.loads(line)
+        for line in (root / "runs" / name / "metrics.jsonl").read_text().splitlines()
+    ]
+    loop_s, previous = 0.0, 0
+    for record in records:
+        if record["phase"] == "train":
+            loop_s += record["step_time_ms"] / 1000 * (record["step"] - previous)
+            previous = record["step"]
+    return wall, loop_s
+
+
+def main() -> None:
+    """Run every variant and print the overhead table."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--repeats", type=int, default=1)
+    args = parser.parse_args()
+    try:
+        import baseline_wandb  # noqa: F401
+
+        with_wandb = True
+    except ImportError:
+        with_wandb = False
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        # Warm-up: trains the tokenizer and fills the token cache.
+        run_once(console(progress_bar=False), root, "warmup", 5)
+        results: dict[str, list[tuple[float, float]]] = {}
+        for repeat in range(args.repeats):
+            for index, (name, overrides) in enumerate(variants(with_wandb).items()):
+                run_name = f"v{index}-r{repeat}"
+                results.setdefault(name, []).append(run_once(overrides, root, run_name, args.steps))
+    best = {
+        name: (min(w for w, _ in runs), min(t for _, t in runs)) for name, runs in results.items()
+    }
+    none_wall = min(best["none"][0], best["none (again)"][0])
+    none_loop = min(best["none"][1], best["none (again)"][1])
+    rows = []
+    for name, (wall, loop) in best.items():
+        rows.append(
+            [
+                name,
+                f"{wall:.1f} s",
+                f"{wall / none_wall:.3f}",
+                f"{loop:.1f} s",
+                f"{loop / none_loop:.3f}",
+            ]
+        )
+    print(machine())
+    print(f"{args.steps} steps of experiments/tiny_shakespeare.toml, best of {args.repeats}")
+    print_table(
+        f"diagnostics overhead at default cadences (target: all of them <= {TARGET_RATIO:.2f}x)",
+        ["variant", "wall", "wall / none", "training loop", "loop / none"],
+        rows,
+    )
+
+
+if __name__ == "__main__":
+    main()
