@@ -144,7 +144,8 @@ def test_router_gives_each_logger_exactly_its_request(
         router.diagnostics(MetricRecord(step, 0, 1, "diagnostics", values))
     for cadence in plan.train_cadences:
         if step % cadence == 0:
-            router.train(MetricRecord(step, 0, 1, "train", {"train_loss": 1.0}), cadence)
+            values_ = {"train_loss": 1.0, "global_grad_norm": 2.0}
+            router.train(MetricRecord(step, 0, 1, "train", values_), cadence)
     if plan.validation_due(step):
         router.validation(MetricRecord(step, 0, 1, "validation", {"val_loss": 1.0}), periodic=True)
 
@@ -152,6 +153,8 @@ def test_router_gives_each_logger_exactly_its_request(
         got = received[name]
         trains = [r for r in got if r.phase == "train"]
         assert len(trains) == (step % request.log_every_n_steps == 0)
+        # global_grad_norm reaches loggers on its own cadence only, never twice in a step
+        assert all("global_grad_norm" not in r.values for r in trains)
         keys = {k for r in got if r.phase == "diagnostics" for k in r.values}
         assert {diagnostic_of(k) for k in keys} == request.diagnostics_due(step)
         validations = [r for r in got if r.phase == "validation"]
@@ -363,6 +366,12 @@ def test_two_loggers_with_their_own_cadences_survive_a_resume(
         if r.get("phase") in ("train", "diagnostics")
     ]
     assert losses(resumed) == losses(straight)
+    # step time and throughput cover the same steps, also in the first window after resuming
+    tokens_per_step = tiny_data["train"]["batch_size"] * tiny_data["train"]["seq_len"]
+    for record in resumed:
+        if record.get("phase") == "train":
+            per_step = record["step_time_ms"] / 1000 * record["tokens_per_second"]
+            assert per_step == pytest.approx(tokens_per_step, rel=1e-6)
 
 
 # -- validation-time errors -------------------------------------------------------------------
@@ -413,3 +422,82 @@ def test_bad_cadences_name_their_key(
         experiment_from_data(tiny_data, PLUGINS.registry)
     assert raised.value.key_path == f"logging.console.{field}"
     assert message in str(raised.value)
+
+
+def test_loggers_must_sample_attention_entropy_alike(tiny_data: dict[str, Any]) -> None:
+    tiny_data["logging"] = {
+        "provider": ["recorder", "console"],
+        "recorder": {"enable_attention_entropy": True, "attention_entropy_token_cap": 16},
+        "console": {"enable_attention_entropy": True},
+    }
+    config = experiment_from_data(tiny_data, PLUGINS.registry)
+    with pytest.raises(ConfigError) as raised:
+        validate_experiment_config(config, PLUGINS.registry)
+    assert raised.value.key_path == "logging.console.attention_entropy_token_cap"
+    assert "give both the same caps" in str(raised.value)
+
+
+class WrongProbeModel(torch.nn.Module):
+    """Layers and an attention probe that leaves out a requested layer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embedding = torch.nn.Embedding(20, 8)
+        self.layers = torch.nn.ModuleList(torch.nn.Linear(8, 8) for _ in range(3))
+
+    def diagnostic_layers(self) -> list[torch.nn.Module]:
+        return list(self.layers)
+
+    def attention_probabilities(
+        self, tokens: torch.Tensor, layers: Any, max_heads: int
+    ) -> dict[int, torch.Tensor]:
+        steps = tokens.size(1)
+        return {0: torch.full((tokens.size(0), 1, steps, steps), 1.0 / steps)}
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        x = self.embedding(tokens)
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+
+def test_a_probe_that_returns_the_wrong_maps_is_a_plugin_error() -> None:
+    with pytest.raises(PluginError, match="no LayerNorm or RMSNorm submodule"):
+        LayerDiagnostics(WrongProbeModel(), frozenset({"ln_grad_norms"}))
+    wanted = frozenset({"activation_norms", "attention_entropy"})
+    probe = LayerDiagnostics(WrongProbeModel(), wanted, model_name="model 'x'")
+    tokens = torch.randint(0, 20, (2, 6))
+    assert set(probe.activation_norms(tokens)) == set(LAYER_KEYS["activation_norms"])
+    with pytest.raises(PluginError, match=r"model 'x': attention_probabilities\(\) returned None"):
+        probe.attention_entropy(tokens, head_cap=2, token_cap=4)
+
+
+def test_console_prints_each_validation_once() -> None:
+    import io
+
+    from rich.console import Console
+
+    from baseline.console_logger import ConsoleLoggerConfig, ConsoleSession
+
+    output = io.StringIO()
+    info = RunInfo(
+        project_name="p",
+        run_name="r",
+        run_dir=Path("."),
+        config={},
+        epochs=None,
+        steps_per_epoch=100,
+        total_steps=None,
+    )
+    session = ConsoleSession(info, ConsoleLoggerConfig(), Console(file=output, width=200))
+    validation = {"val_loss": 1.5, "val_perplexity": 4.48, "val_bpb": 2.0}
+    session.log(MetricRecord(5, 50, 1, "validation", validation))  # periodic
+    session.log(MetricRecord(6, 60, 1, "train", {"train_loss": 2.0}))
+    # a time limit ends training at step 7: validation, then the epoch summary
+    session.log(MetricRecord(7, 70, 1, "validation", validation))
+    session.log(MetricRecord(7, 70, 1, "epoch", {"train_loss_epoch": 2.0, **validation}))
+    session.finish(0)
+    text = output.getvalue()
+    assert text.count("step 5 validation: val loss 1.5000") == 1
+    assert "step 7 validation" not in text
+    assert text.count("val loss 1.5000") == 2  # the periodic line and the epoch line

@@ -49,6 +49,8 @@ class ConsoleSession:
         self.console = console
         self.progress: Progress | None = None
         self.epochs: list[dict[str, Any]] = []
+        #: A validation result not printed yet (see :meth:`log`).
+        self.validation: MetricRecord | None = None
         console.print(
             f"[bold]{run.project_name}[/bold] / {run.run_name}: "
             f"{run.total_steps or 'time-limited'} steps -> {run.run_dir}"
@@ -77,6 +79,11 @@ class ConsoleSession:
     def log(self, record: MetricRecord) -> None:
         """Advance the bar on train records; print validation and epoch summaries."""
         values = record.values
+        # A validation result is held back until the next record: when that is the epoch
+        # summary of the same step, the summary line shows it; otherwise it is printed alone.
+        held, self.validation = self.validation, None
+        if held is not None and not (record.phase == "epoch" and record.step == held.step):
+            self._print_validation(held)
         if record.phase == "train":
             loss = values.get("train_loss")
             rate = values.get("tokens_per_second")
@@ -100,28 +107,24 @@ class ConsoleSession:
         elif record.phase == "diagnostics":
             fields = "  ".join(f"{key} {value:.4g}" for key, value in record.values.items())
             self.console.print(f"step {record.step} diagnostics: {fields}", highlight=False)
-        elif record.phase == "validation" and not self._ends_epoch_or_run(record.step):
-            self.console.print(
-                f"step {record.step} validation: "
-                + " | ".join(
-                    f"{label} {values[key]:.4f}"
-                    for key, label in (
-                        ("val_loss", "val loss"),
-                        ("val_perplexity", "val ppl"),
-                        ("val_bpb", "val bits/byte"),
-                    )
-                    if key in values
-                ),
-                highlight=False,
-            )
+        elif record.phase == "validation":
+            self.validation = record
         elif record.phase == "epoch":
             self.epochs.append({"epoch": record.epoch, "step": record.step, **values})
             self.console.print(self._epoch_line(record, self.run.steps_per_epoch), highlight=False)
 
-    def _ends_epoch_or_run(self, step: int) -> bool:
-        """Whether an epoch summary follows at ``step`` (it prints the validation results)."""
-        per_epoch = self.run.steps_per_epoch
-        return bool(per_epoch and step % per_epoch == 0) or step == self.run.total_steps
+    def _print_validation(self, record: MetricRecord) -> None:
+        """One line for a validation result that no epoch summary shows."""
+        fields = " | ".join(
+            f"{label} {record.values[key]:.4f}"
+            for key, label in (
+                ("val_loss", "val loss"),
+                ("val_perplexity", "val ppl"),
+                ("val_bpb", "val bits/byte"),
+            )
+            if key in record.values
+        )
+        self.console.print(f"step {record.step} validation: {fields}", highlight=False)
 
     @staticmethod
     def _epoch_line(record: MetricRecord, steps_per_epoch: int) -> str:
@@ -141,6 +144,9 @@ class ConsoleSession:
 
     def finish(self, exit_code: int) -> None:
         """Stop the bar and print a summary table of the epochs."""
+        if self.validation is not None:
+            self._print_validation(self.validation)
+            self.validation = None
         if self.progress is not None:
             self.progress.stop()
         if self.epochs:

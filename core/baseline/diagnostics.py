@@ -20,6 +20,9 @@ from baseline.errors import PluginError
 from baseline.metrics import layer_indices
 from baseline.protocols import AttentionProbe, LayeredModel
 
+#: Sequences of the micro-batch whose attention entropy is measured (bounds its memory).
+ENTROPY_MAX_SEQUENCES = 8
+
 #: Module types whose parameters ``ln_grad_norms`` reports.
 NORM_TYPES: tuple[type[nn.Module], ...] = (nn.LayerNorm, nn.RMSNorm)
 
@@ -36,6 +39,7 @@ class LayerDiagnostics:
         autocast: Callable[[], Any] | None = None,
     ) -> None:
         self.model = model
+        self.model_name = model_name
         self.autocast = autocast
         self.layers: dict[str, nn.Module] = {}
         self.norms: dict[str, list[nn.Module]] = {}
@@ -98,6 +102,12 @@ class LayerDiagnostics:
         finally:
             for handle in handles:
                 handle.remove()
+        missing = [p for p in self.layers if p not in captured]
+        if missing:
+            raise PluginError(
+                f"{self.model_name}: the {', '.join(missing)} layer(s) of diagnostic_layers() "
+                "did not run in the model's forward pass; return the modules forward() calls"
+            )
         return {f"activation_norm_{p}": float(captured[p].item()) for p in self.layers}
 
     def ln_grad_norms(self) -> dict[str, float]:
@@ -125,18 +135,34 @@ class LayerDiagnostics:
     ) -> dict[str, float]:
         """Mean entropy (nats) of the attention distributions of the reported layers.
 
-        Measured on the first ``token_cap`` positions of ``inputs`` (causal attention over a
-        prefix is exactly the attention those positions have in the full window) and the
-        first ``head_cap`` heads, averaged over query positions, heads and sequences.
+        Measured on the first ``token_cap`` positions of the first
+        :data:`ENTROPY_MAX_SEQUENCES` sequences of ``inputs`` (causal attention over a prefix
+        is exactly the attention those positions have in the full window) and the first
+        ``head_cap`` heads, averaged over query positions, heads and sequences.
         """
         assert isinstance(self.model, AttentionProbe)
         probe = self.model
-        prefix = inputs[:, :token_cap]
+        prefix = inputs[:ENTROPY_MAX_SEQUENCES, :token_cap]
         wanted = sorted(set(self.indices.values()))
         maps = self._eval_forward(lambda: probe.attention_probabilities(prefix, wanted, head_cap))
         values = {}
         for position, index in self.indices.items():
-            values[f"attention_entropy_{position}"] = mean_entropy(maps[index])
+            probabilities = maps.get(index)
+            steps = prefix.size(1)
+            if (
+                probabilities is None
+                or probabilities.dim() != 4
+                or probabilities.shape[0] != prefix.size(0)
+                or not 1 <= probabilities.shape[1] <= head_cap
+                or probabilities.shape[2:] != (steps, steps)
+            ):
+                got = None if probabilities is None else tuple(probabilities.shape)
+                raise PluginError(
+                    f"{self.model_name}: attention_probabilities() returned {got} for layer "
+                    f"{index}; expected a ({prefix.size(0)}, <= {head_cap}, {steps}, {steps}) map "
+                    f"for each of the layers {wanted}"
+                )
+            values[f"attention_entropy_{position}"] = mean_entropy(probabilities)
         return values
 
 

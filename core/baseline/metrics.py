@@ -103,12 +103,22 @@ class MetricsRouter:
         self.everything = everything
 
     def train(self, record: MetricRecord, cadence: int) -> None:
-        """A train record whose means cover the last ``cadence`` steps (or fewer, at an end)."""
+        """A train record whose means cover the last ``cadence`` steps (or fewer, at an end).
+
+        Loggers get ``global_grad_norm`` through diagnostics records only (when they enable
+        it, on its cadence); ``metrics.jsonl`` also keeps it in every train record.
+        """
         if self.everything is not None and cadence == self.plan.core_log_every_n_steps:
             self.everything(record)
-        for name, sink in self.sinks.items():
-            if self.plan.requests[name].log_every_n_steps == cadence:
-                sink(record)
+        listeners = [
+            sink
+            for name, sink in self.sinks.items()
+            if self.plan.requests[name].log_every_n_steps == cadence
+        ]
+        if listeners:
+            values = {k: v for k, v in record.values.items() if k != "global_grad_norm"}
+            for sink in listeners:
+                sink(attrs.evolve(record, values=values))
 
     def diagnostics(self, record: MetricRecord) -> None:
         """A diagnostics record; each logger gets the keys it asked for at this step."""

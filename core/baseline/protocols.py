@@ -76,7 +76,8 @@ class ModelAdapter(Protocol):
     Optional: a ``diagnostics`` attribute, the names from
     :data:`baseline.config.MODEL_DIAGNOSTICS` its modules support. ``activation_norms`` and
     ``ln_grad_norms`` need the module to be a :class:`LayeredModel`; ``attention_entropy``
-    needs an :class:`AttentionProbe`. Experiments that request a diagnostic the adapter does
+    needs it to be both a :class:`LayeredModel` (which layers are first, middle and last)
+    and an :class:`AttentionProbe`. Experiments that request a diagnostic the adapter does
     not list are refused at validation time.
     """
 

@@ -397,8 +397,8 @@ class Trainer:
             lr = self._set_learning_rate(time.perf_counter() - clock_start)
             # Diagnostics are measured on rank 0 only: gradients are identical on all ranks.
             due = self.plan.diagnostics_due(self.step + 1) if self.dist.is_main else frozenset()
-            diagnostics = self._forward_diagnostics(due, micro_batches[0])
             self.optimizer.zero_grad(set_to_none=True)
+            diagnostics = self._forward_diagnostics(due, micro_batches[0])
             step_loss = torch.zeros((), device=self.device)
             for index, batch in enumerate(micro_batches):
                 # DDP all-reduces gradients on the last micro-batch of the step only.
@@ -440,6 +440,7 @@ class Trainer:
                 )
                 router.diagnostics(record)
 
+            validation_started = time.perf_counter()
             if epoch_done or stop:
                 epoch_loss = self._mean_over_ranks(epoch_loss_sum) / max(epoch_steps, 1)
                 self._check_finite(epoch_loss)
@@ -459,8 +460,9 @@ class Trainer:
             elif self.plan.validation_due(self.step):
                 self._validate(router, epoch, periodic=True)
             if epoch_done or stop or self.plan.validation_due(self.step):
+                validation_s = time.perf_counter() - validation_started
                 for window in windows.values():  # validation time is not training throughput
-                    window.restart_clock()
+                    window.pause(validation_s)
 
             self.pending = {
                 "log": {cadence: window.pending() for cadence, window in windows.items()},
@@ -514,7 +516,7 @@ class Trainer:
             "train_loss": mean_loss,
             "train_perplexity": _perplexity(mean_loss),
             "tokens_per_second": rate,
-            "step_time_ms": 1000.0 * elapsed / window.steps,
+            "step_time_ms": 1000.0 * elapsed / max(window.timed_steps, 1),
             "learning_rate": lr,
             "global_grad_norm": float(grad_norm),
         }
@@ -688,6 +690,8 @@ class _LossWindow:
     def __init__(self, loss_sum: torch.Tensor, steps: int, tokens: int) -> None:
         self.loss_sum = loss_sum
         self.steps = steps
+        #: Steps and tokens since the clock started (after a resume, fewer than ``steps``).
+        self.timed_steps = 0
         self.tokens = tokens
         self.clock = time.perf_counter()
 
@@ -703,16 +707,17 @@ class _LossWindow:
         """Count one optimizer step."""
         self.loss_sum += step_loss
         self.steps += 1
+        self.timed_steps += 1
 
     def reset(self, now: float, tokens: int) -> None:
         """Start the next window after a record."""
         self.loss_sum.zero_()
-        self.steps = 0
+        self.steps = self.timed_steps = 0
         self.clock, self.tokens = now, tokens
 
-    def restart_clock(self) -> None:
-        """Exclude the time spent so far (validation) from the throughput of this window."""
-        self.clock = time.perf_counter()
+    def pause(self, seconds: float) -> None:
+        """Leave ``seconds`` (spent validating) out of this window's throughput."""
+        self.clock += seconds
 
     def pending(self) -> dict[str, Any]:
         """What a checkpoint keeps of this window."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from baseline.config import MODEL_DIAGNOSTICS, ComponentConfig, ExperimentConfig, LoggerConfig
 from baseline.errors import ConfigError, FieldError
 from baseline.loading import COMPONENT_SECTIONS
@@ -89,9 +91,26 @@ def logger_settings(
 def _check_model_diagnostics(config: ExperimentConfig, registry: ComponentRegistry) -> None:
     """A logger that asks for a layer diagnostic needs a model adapter that declares it."""
     component = registry.get("model", registry.name_of("model", config.model))
-    supported = frozenset(getattr(component.create(config.model), "diagnostics", ()))
+    declared: Any = getattr(component.factory, "diagnostics", None)  # a class attribute
+    if declared is None:
+        declared = getattr(component.create(config.model), "diagnostics", ())
+    supported = frozenset(declared)
+    entropy_caps: dict[tuple[int, int], str] = {}
     for provider, settings in logger_settings(config, registry).items():
-        requested = settings.metrics_request(config.logging).diagnostics
+        request = settings.metrics_request(config.logging)
+        requested = request.diagnostics
+        if "attention_entropy" in requested:
+            caps = (request.attention_entropy_head_cap, request.attention_entropy_token_cap)
+            other = next((name for c, name in entropy_caps.items() if c != caps), None)
+            if other is not None:
+                raise ConfigError(
+                    f"attention entropy is measured once per step for all loggers, and "
+                    f"logging.{other} samples it with (head_cap, token_cap) = "
+                    f"{next(iter(entropy_caps))} but this logger with {caps}; give both the "
+                    "same caps",
+                    key_path=f"logging.{provider}.attention_entropy_token_cap",
+                )
+            entropy_caps[caps] = provider
         for diagnostic in MODEL_DIAGNOSTICS:
             if diagnostic in requested and diagnostic not in supported:
                 offered = ", ".join(sorted(supported)) or "none"

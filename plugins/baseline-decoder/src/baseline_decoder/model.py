@@ -66,7 +66,8 @@ class CausalSelfAttention(nn.Module):
         q, k = (t.view(shape)[:, :, :heads].transpose(1, 2) for t in (q, k))
         if rotary is not None:
             q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
-        scores = (q @ k.transpose(-2, -1)).float() / math.sqrt(head_size)
+        # fp32 scores, as the fused attention keeps them, even under bf16 autocast
+        scores = (q.float() @ k.float().transpose(-2, -1)) / math.sqrt(head_size)
         future = torch.ones(steps, steps, dtype=torch.bool, device=x.device).triu(1)
         return scores.masked_fill(future, float("-inf")).softmax(dim=-1)
 
