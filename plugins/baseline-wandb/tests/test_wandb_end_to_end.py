@@ -1,0 +1,470 @@
+"""Real training runs with ``logging.provider = ["wandb"]``, read back from the ``.wandb`` file.
+
+Needs the standard plugins (local_text, bpe, baseline_decoder, holdout); the nox ``plugin``
+session installs this plugin alone with the core, and then these tests are skipped.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+
+pytest.importorskip("baseline_text")
+pytest.importorskip("baseline_bpe")
+pytest.importorskip("baseline_decoder")
+pytest.importorskip("baseline_holdout")
+
+import torch
+from wandb_transaction_log import WandbRun, read_run, read_runs
+
+from baseline.cli import main, run_main
+from baseline.config import LoggerConfig, ModelConfig
+from baseline.errors import ConfigError, RunInterrupted
+from baseline.hookspecs import hookimpl
+from baseline.loading import experiment_from_data, experiment_to_data, load_experiment
+from baseline.metrics import LAYER_POSITIONS
+from baseline.pipeline import model_pipeline
+from baseline.plugins import default_plugins
+from baseline.protocols import MetricRecord, RunInfo
+from baseline.testing import tiny_experiment_data, using_plugins
+from baseline.validation import validate_experiment_config
+from baseline_wandb import RUN_ID_FILENAME, WandbMetricsConfig
+
+REPO = Path(__file__).resolve().parents[3]
+EXPERIMENT = REPO / "experiments" / "tiny_shakespeare_wandb.toml"
+BIN = Path(sys.executable).parent
+
+LOG_EVERY, DIAGNOSTICS_EVERY, ENTROPY_EVERY, VAL_EVERY = 2, 3, 4, 5
+CORE_LOG_EVERY = 3  # metrics.jsonl's cadence differs from W&B's on purpose
+CADENCES = {
+    "log_every_n_steps": LOG_EVERY,
+    "diagnostics_every_n_steps": DIAGNOSTICS_EVERY,
+    "attention_entropy_every_n_steps": ENTROPY_EVERY,
+    "val_every_n_steps": VAL_EVERY,
+}
+TOGGLES = [
+    "enable_global_grad_norm",
+    "enable_activation_norms",
+    "enable_ln_grad_norms",
+    "enable_attention_entropy",
+    "enable_train_loss_vs_tokens",
+    "enable_val_loss_vs_tokens",
+    "enable_perplexity",
+    "enable_step_time",
+    "enable_peak_memory",
+]
+TRAIN_KEYS = {
+    "train_loss",
+    "train_perplexity",
+    "step_time_ms",
+    "learning_rate",
+    "tokens_per_second",
+}
+LAYER_KEYS = {
+    f"{prefix}_{p}"
+    for prefix in ("activation_norm", "ln_weight_grad_norm")
+    for p in LAYER_POSITIONS
+}
+ENTROPY_KEYS = {f"attention_entropy_{p}" for p in LAYER_POSITIONS}
+VAL_KEYS = {"val_loss", "val_perplexity", "val_bpb"}
+EPOCH_KEYS = {"train_loss_epoch", "train_perplexity_epoch", "epoch"}
+
+
+def experiment(workdir: Path, **wandb: Any) -> dict[str, Any]:
+    """The tiny experiment with W&B as its only logger."""
+    data = tiny_experiment_data(workdir)
+    data["train"]["num_threads"] = 1
+    data["logging"] = {
+        "provider": ["wandb"],
+        "log_every_n_steps": CORE_LOG_EVERY,
+        "wandb": {**CADENCES, **wandb},
+    }
+    return data
+
+
+def train(data: dict[str, Any], plugins: Any = None) -> Path:
+    plugins = plugins or default_plugins()
+    return model_pipeline(experiment_from_data(data, plugins.registry), plugins=plugins).run_dir
+
+
+def metrics_jsonl(run_dir: Path) -> list[dict[str, Any]]:
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a TOML basic string
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    raise TypeError(type(value))
+
+
+def write_toml(path: Path, data: dict[str, Any]) -> Path:
+    lines: list[str] = []
+
+    def table(prefix: str, content: dict[str, Any]) -> None:
+        if prefix:
+            lines.append(f"[{prefix}]")
+        for key, value in content.items():
+            if not isinstance(value, dict):
+                lines.append(f"{key} = {toml_value(value)}")
+        for key, value in content.items():
+            if isinstance(value, dict):
+                table(f"{prefix}.{key}" if prefix else key, value)
+
+    table("", data)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, WandbRun]:
+    """Two epochs of the tiny experiment with every W&B toggle on."""
+    run_dir = train(experiment(tmp_path_factory.mktemp("straight")))
+    return run_dir, read_run(run_dir)
+
+
+# -- which key lands on which step -------------------------------------------------------------
+
+
+def test_each_key_appears_exactly_on_the_steps_its_cadence_selects(
+    straight: tuple[Path, WandbRun],
+) -> None:
+    run_dir, run = straight
+    per_epoch = _steps_per_epoch(run_dir)
+    total = 2 * per_epoch  # train.epochs = 2
+    ends = {per_epoch, total}
+    steps = range(1, total + 1)
+    expected: dict[int, set[str]] = {}
+    for step in steps:
+        keys: set[str] = set()
+        if step % LOG_EVERY == 0 or step in ends:
+            keys |= TRAIN_KEYS | {"tokens_seen_train"}
+        if step % DIAGNOSTICS_EVERY == 0:
+            keys |= LAYER_KEYS | {"global_grad_norm"}
+        if step % ENTROPY_EVERY == 0:
+            keys |= ENTROPY_KEYS
+        if step % VAL_EVERY == 0 or step in ends:
+            keys |= VAL_KEYS | {"tokens_seen_train"}
+        if step in ends:
+            keys |= EPOCH_KEYS
+        if keys:
+            expected[step] = keys
+    assert {step: set(row) for step, row in run.rows.items()} == expected
+    # CPU run of a decoder without norm biases: no CUDA keys, no bias gradient norms.
+    assert not run.keys & {"peak_memory_gib", "mfu"}
+    assert not any(key.startswith("ln_bias_grad_norm") for key in run.keys)
+
+
+def _steps_per_epoch(run_dir: Path) -> int:
+    epochs = [r for r in metrics_jsonl(run_dir) if r["phase"] == "epoch"]
+    return int(epochs[0]["step"])
+
+
+def test_values_match_what_the_core_computed(straight: tuple[Path, WandbRun]) -> None:
+    run_dir, run = straight
+    records = metrics_jsonl(run_dir)
+    tokens_per_step = 8 * 16  # batch_size * seq_len
+    for step, row in run.rows.items():
+        if "tokens_seen_train" in row:
+            assert row["tokens_seen_train"] == step * tokens_per_step
+    compared = 0
+    for record in records:
+        if record["phase"] not in ("diagnostics", "validation", "epoch"):
+            continue
+        row = run.rows[record["step"]]
+        for key in (*LAYER_KEYS, *ENTROPY_KEYS, "global_grad_norm", *VAL_KEYS, "train_loss_epoch"):
+            if key in record and key in row:
+                assert row[key] == pytest.approx(record[key], rel=1e-6), (record["step"], key)
+                compared += 1
+    assert compared > 50
+    # train_loss: W&B's windows are 2 steps, metrics.jsonl's 3; every 6 steps both windows
+    # end, and the mean of W&B's last three equals the core's mean of its last two.
+    for step in range(6, _steps_per_epoch(run_dir), 6):
+        wandb_mean = sum(run.rows[s]["train_loss"] for s in (step - 4, step - 2, step)) / 3
+        core = [r for r in records if r["phase"] == "train" and r["step"] in (step - 3, step)]
+        core_mean = sum(r["train_loss"] for r in core) / 2
+        assert wandb_mean == pytest.approx(core_mean, rel=1e-5), step
+
+
+def test_loss_curves_use_tokens_seen_train_as_x_axis(straight: tuple[Path, WandbRun]) -> None:
+    metrics = straight[1].metrics
+    assert metrics["train_loss"].step_metric == "tokens_seen_train"
+    assert metrics["val_loss"].step_metric == "tokens_seen_train"
+    assert set(metrics) == {"tokens_seen_train", "train_loss", "val_loss"}
+
+
+def test_the_wandb_run_holds_the_normalized_config_and_its_id_is_kept(
+    straight: tuple[Path, WandbRun],
+) -> None:
+    run_dir, run = straight
+    saved = json.loads((run_dir / "run_config.json").read_text())
+    assert run.config == saved["config"]
+    assert run.exit_code == 0
+    assert run.project == "test" and run.display_name == "tiny"
+    assert (run_dir / RUN_ID_FILENAME).read_text().strip() == run.run_id
+    assert run.path.parent.parent == run_dir / "wandb"
+    assert run.path.parent.name.startswith("offline-run-")
+
+
+def test_wandb_sync_finds_the_offline_run(straight: tuple[Path, WandbRun], tmp_path: Path) -> None:
+    _, run = straight
+    env = {**os.environ, "HOME": str(tmp_path)}
+    result = subprocess.run(
+        [str(BIN / "wandb"), "sync", "--dry-run", str(run.path.parent)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert run.path.name in result.stdout + result.stderr
+
+
+def test_everything_off_leaves_only_the_always_on_keys(tmp_path: Path) -> None:
+    data = experiment(tmp_path, **dict.fromkeys(TOGGLES, False), val_every_n_steps=0)
+    run_dir = train(data)
+    run = read_run(run_dir)
+    assert run.keys == {
+        "learning_rate",
+        "tokens_per_second",
+        "val_bpb",
+        "train_loss_epoch",
+        "epoch",
+    }
+    assert not run.metrics
+    per_epoch = _steps_per_epoch(run_dir)
+    assert run.steps_with("val_bpb") == [per_epoch, 2 * per_epoch]
+    # Nothing asked for diagnostics, so the core computed none.
+    assert not [r for r in metrics_jsonl(run_dir) if r["phase"] == "diagnostics"]
+
+
+def test_the_experiment_round_trips_through_the_loader() -> None:
+    registry = default_plugins().registry
+    data = experiment(Path("/nonexistent-but-unused"), tags=["a", "b"], mode="offline")
+    config = experiment_from_data(data, registry)
+    settings = config.logging.loggers["wandb"]
+    assert isinstance(settings, WandbMetricsConfig)
+    assert settings.tags == ("a", "b") and settings.mode == "offline"
+    again = experiment_to_data(config, registry)
+    assert experiment_from_data(again, registry) == config
+    assert again["logging"]["wandb"]["tags"] == ["a", "b"]
+
+
+# -- interrupted, crashed and resumed runs -----------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class FaultConfig(LoggerConfig):
+    #: Step whose train record triggers the fault (-1: never).
+    step: int = -1
+    #: ``sigterm`` (a graceful stop, exit 143) or ``raise`` (a crash, exit 1).
+    action: str = "sigterm"
+
+
+class Fault:
+    """A logger that stops or crashes its own run at a chosen step."""
+
+    def __init__(self, config: FaultConfig) -> None:
+        self.config = config
+
+    def start(self, run: RunInfo) -> Fault:
+        return self
+
+    def log(self, record: MetricRecord) -> None:
+        if record.phase == "train" and record.step == self.config.step:
+            if self.config.action == "raise":
+                raise RuntimeError("boom")
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def finish(self, exit_code: int) -> None:
+        pass
+
+
+class FaultPlugin:
+    @hookimpl
+    def baseline_register_loggers(self, register: Any) -> None:
+        register("fault", FaultConfig, Fault)
+
+
+def with_fault(data: dict[str, Any], step: int, action: str) -> dict[str, Any]:
+    data = copy.deepcopy(data)
+    data["logging"]["provider"] = ["wandb", "fault"]
+    data["logging"]["fault"] = {"step": step, "action": action}
+    return data
+
+
+def test_sigterm_then_resume_continues_the_same_wandb_run(
+    tmp_path: Path, straight: tuple[Path, WandbRun]
+) -> None:
+    stop = 9  # the fault logger sees train records every 3 steps (logging.log_every_n_steps)
+    data = with_fault(experiment(tmp_path), stop, "sigterm")
+    with using_plugins(FaultPlugin()) as plugins:
+        with pytest.raises(RunInterrupted) as caught:
+            train(data, plugins)
+        assert caught.value.exit_code == 143
+        data["logging"]["fault"]["step"] = -1
+        data["run"]["resume_from_checkpoint"] = True
+        run_dir = train(data, plugins)
+    stopped, resumed = read_runs(run_dir)
+    assert (stopped.exit_code, resumed.exit_code) == (143, 0)
+    assert stopped.run_id == resumed.run_id == (run_dir / RUN_ID_FILENAME).read_text().strip()
+    assert max(stopped.rows) == stop and min(resumed.rows) == stop + 1
+    # Together they hold exactly what the uninterrupted run logged, with the same losses.
+    whole = straight[1].rows
+    joined = {**stopped.rows, **resumed.rows}
+    assert {s: set(r) for s, r in joined.items()} == {s: set(r) for s, r in whole.items()}
+    for step, row in joined.items():
+        for key in ("train_loss", "val_loss", "global_grad_norm", "attention_entropy_last"):
+            if key in row:
+                assert row[key] == pytest.approx(whole[step][key], rel=1e-5), (step, key)
+
+
+def test_a_crash_finishes_the_wandb_run_with_exit_code_1(tmp_path: Path) -> None:
+    data = with_fault(experiment(tmp_path), 6, "raise")  # its train records: every 3 steps
+    with using_plugins(FaultPlugin()) as plugins, pytest.raises(RuntimeError, match="boom"):
+        train(data, plugins)
+    run = read_run(tmp_path / "runs" / "tiny")
+    assert run.exit_code == 1
+    assert max(run.rows) == 6
+
+
+def test_ctrl_c_on_the_process_group_records_exit_130(tmp_path: Path) -> None:
+    """SIGINT to the whole process group, as a terminal's Ctrl-C: W&B's service process gets it
+    too and must still record the run's end."""
+    data = experiment(tmp_path)
+    data["train"]["epochs"] = 50
+    data["run"]["checkpoint_every_n_steps"] = 1
+    write_toml(tmp_path / "exp.toml", data)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("BASELINE_DEBUG", None)
+    process = subprocess.Popen(
+        [str(BIN / "baseline-run"), "exp.toml"],
+        cwd=tmp_path,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    run_dir = tmp_path / "runs" / "tiny"
+    deadline = time.time() + 120
+    while not (run_dir / "baseline_checkpoint.pt").exists():
+        assert process.poll() is None and time.time() < deadline, process.communicate()
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert "error: stopped by SIGINT at step" in stderr.strip().splitlines()[-1]
+    step = int(re.search(r"at step (\d+)", stderr).group(1))  # type: ignore[union-attr]
+    run = read_run(run_dir)
+    assert run.exit_code == 130
+    assert max(run.rows) == step
+
+
+def test_online_without_an_api_key_stops_the_run_with_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    write_toml(tmp_path / "exp.toml", experiment(tmp_path, mode="online"))
+    monkeypatch.chdir(tmp_path)
+    began = time.perf_counter()
+    code = run_main(["exp.toml"])
+    assert time.perf_counter() - began < 60
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert err[-1] == (
+        "error: exp.toml: logging.wandb.mode: W&B is in online mode but no API key is "
+        'configured; run `wandb login`, set WANDB_API_KEY, or set mode = "offline"'
+    )
+
+
+# -- a model that cannot measure attention entropy ---------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class NoEntropyConfig(ModelConfig):
+    d_model: int = 16
+
+
+class NoEntropyModel:
+    """A bigram model that declares the layer diagnostics but not attention entropy."""
+
+    diagnostics = frozenset({"activation_norms", "ln_grad_norms"})
+
+    def __init__(self, config: NoEntropyConfig) -> None:
+        self.config = config
+
+    def build(self, vocab_size: int, seq_len: int) -> torch.nn.Module:
+        return torch.nn.Sequential(
+            torch.nn.Embedding(vocab_size, self.config.d_model),
+            torch.nn.Linear(self.config.d_model, vocab_size),
+        )
+
+
+class NoEntropyPlugin:
+    @hookimpl
+    def baseline_register_models(self, register: Any) -> None:
+        register("no_entropy", NoEntropyConfig, NoEntropyModel)
+
+
+def test_attention_entropy_is_refused_for_a_model_without_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = experiment(tmp_path)
+    data["model"] = {"name": "no_entropy"}
+    write_toml(tmp_path / "exp.toml", data)
+    monkeypatch.chdir(tmp_path)
+    with using_plugins(NoEntropyPlugin()) as plugins:
+        with pytest.raises(ConfigError) as caught:
+            validate_experiment_config(
+                experiment_from_data(data, plugins.registry), plugins.registry
+            )
+        assert caught.value.key_path == "logging.wandb.enable_attention_entropy"
+        assert main(["validate", "exp.toml"]) == 2
+        assert capsys.readouterr().err.strip() == (
+            "error: exp.toml: logging.wandb.enable_attention_entropy: model 'no_entropy' "
+            "(test-plugins) cannot provide attention entropy (it supports: activation_norms, "
+            "ln_grad_norms); set it to false"
+        )
+        off = ["--set", "logging.wandb.enable_attention_entropy=false"]
+        assert main(["validate", "exp.toml", *off]) == 0
+    assert not (tmp_path / "runs").exists()
+
+
+# -- the shipped experiment --------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not EXPERIMENT.is_file(), reason="runs from a checkout of the repository")
+def test_the_shipped_wandb_experiment_lists_every_field_with_the_defaults() -> None:
+    registry = default_plugins().registry
+    config = load_experiment(EXPERIMENT, registry)
+    validate_experiment_config(config, registry)
+    assert config.logging.provider == ("console", "wandb")
+    assert config.logging.loggers["wandb"] == WandbMetricsConfig()
+    assert "baseline-wandb>=0.1" in config.run.requires
+    text = EXPERIMENT.read_text(encoding="utf-8")
+    table = tomllib.loads(text)["logging"]["wandb"]
+    for field in attrs.fields(WandbMetricsConfig):
+        written = field.name in table
+        commented = re.search(rf"^#\s*{field.name}\s*=", text, re.MULTILINE)
+        assert written or commented, f"{field.name} is not listed in {EXPERIMENT.name}"
