@@ -289,3 +289,45 @@ def test_compiled_training_matches_eager(
     a = [m["train_loss"] for m in read_metrics(eager.run_dir) if m["phase"] == "train"]
     b = [m["train_loss"] for m in read_metrics(compiled.run_dir) if m["phase"] == "train"]
     assert b == pytest.approx(a, rel=1e-4)
+
+
+def test_a_logger_that_cannot_start_leaves_no_run_directory(
+    registry: ComponentRegistry, tiny_data: dict[str, Any]
+) -> None:
+    import attrs
+
+    from baseline.config import LoggerConfig
+    from baseline.hookspecs import hookimpl
+    from baseline.testing import in_process_plugins
+
+    @attrs.frozen(kw_only=True)
+    class RefusingConfig(LoggerConfig):
+        refuse: bool = True
+
+    class Refusing:
+        def __init__(self, config: RefusingConfig) -> None:
+            self.config = config
+
+        def start(self, run: Any) -> Any:
+            if self.config.refuse:
+                raise ConfigError("no credentials", key_path="logging.refusing.refuse")
+            from baseline.console_logger import ConsoleLogger, ConsoleLoggerConfig
+
+            return ConsoleLogger(ConsoleLoggerConfig()).start(run)
+
+    class Plugin:
+        @hookimpl
+        def baseline_register_loggers(self, register: Any) -> None:
+            register("refusing", RefusingConfig, Refusing)
+
+    plugins = in_process_plugins(Plugin())
+    tiny_data["logging"]["provider"] = ["refusing"]
+    tiny_data["train"]["epochs"] = 1
+    with pytest.raises(ConfigError, match="no credentials"):
+        model_pipeline(experiment_from_data(tiny_data, plugins.registry), plugins=plugins)
+    run_dir = Path(tiny_data["run"]["artifacts_root"]) / "tiny"
+    assert not run_dir.exists()
+    # the retry, once the logger can start, is not refused for an existing directory
+    tiny_data["logging"]["refusing"] = {"refuse": False}
+    result = model_pipeline(experiment_from_data(tiny_data, plugins.registry), plugins=plugins)
+    assert (result.run_dir / "baseline_model.pt").exists()

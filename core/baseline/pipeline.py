@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+import shutil
 import sys
 import time
 from collections.abc import Mapping
@@ -302,7 +303,15 @@ def _run_distributed(
         start_step=trainer.step,
         model=trainer.model,
     )
-    sessions = _start_loggers(config, registry, run_info) if dist.is_main else {}
+    sessions: dict[str, LoggerSession] = {}
+    try:
+        # Every rank learns whether the loggers started (rank 0 starts them).
+        dist.on_main(lambda: sessions.update(_start_loggers(config, registry, run_info)))
+    except BaseException:
+        # Nothing was trained yet: a directory this run created would only block the retry.
+        if dist.is_main and created and not config.run.resume_from_checkpoint:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
     metrics_file = (
         artifacts.MetricsFile(
             run_dir / artifacts.METRICS_FILENAME,
