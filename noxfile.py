@@ -19,7 +19,10 @@ ROOT = Path(__file__).parent
 PLUGINS = sorted(p.name for p in (ROOT / "plugins").iterdir() if (p / "pyproject.toml").exists())
 STANDARD_PLUGINS = ["baseline-text", "baseline-bpe", "baseline-decoder", "baseline-holdout"]
 # Plugins a benchmark needs beyond the standard ones (hf_text reads the generated corpora).
-BENCH_EXTRA_PLUGINS = {"hf_streaming_memory": ["baseline-hf-datasets"]}
+BENCH_EXTRA_PLUGINS = {
+    "hf_streaming_memory": ["baseline-hf-datasets"],
+    "diagnostics": ["baseline-wandb"],
+}
 CONSTRAINTS = ("-c", str(ROOT / "constraints.txt"))
 TEST_TOOLS = ("pytest>=8", "hypothesis>=6.100")
 # CI runs must be reproducible: hypothesis draws the same examples every run (pass
@@ -92,7 +95,15 @@ def demo(session: nox.Session) -> None:
 @nox.session(python="3.11")
 @nox.parametrize(
     "benchmark",
-    ["startup", "tokenizer", "throughput", "quality", "distributed", "hf_streaming_memory"],
+    [
+        "startup",
+        "tokenizer",
+        "throughput",
+        "quality",
+        "distributed",
+        "hf_streaming_memory",
+        "diagnostics",
+    ],
 )
 def bench(session: nox.Session, benchmark: str) -> None:
     """Print benchmark figures beside their targets (never asserted in tests)."""
