@@ -100,6 +100,67 @@ def run_once(overrides: list[str], root: Path, name: str, steps: int) -> tuple[f
     return wall, loop_s
 
 
+def per_call_costs(repeats: int = 30) -> list[list[str]]:
+    """Each diagnostic's own cost against one training step of the experiment's model.
+
+    Timed in-process on the experiment's model (vocab 8192, batch 16 x 64), so the figure
+    does not drown in the run-to-run noise of whole runs.
+    """
+    import time as clock
+
+    import torch
+
+    from baseline.diagnostics import LayerDiagnostics
+    from baseline_decoder import BaselineDecoder, BaselineDecoderConfig
+
+    torch.manual_seed(0)
+    model = BaselineDecoder(BaselineDecoderConfig(d_model=128, n_heads=4, layers=4)).build(8192, 64)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    tokens = torch.randint(0, 8192, (16, 65))
+    inputs, targets = tokens[:, :-1], tokens[:, 1:]
+    probe = LayerDiagnostics(model, frozenset(DIAGNOSTICS))
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        logits = model(inputs)
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, 8192), targets.reshape(-1))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+
+    def timed(work: object) -> float:
+        assert callable(work)
+        for _ in range(3):
+            work()
+        started = clock.perf_counter()
+        for _ in range(repeats):
+            work()
+        return (clock.perf_counter() - started) / repeats
+
+    step_s = timed(step)
+    step()  # leaves gradients for the layer-norm diagnostic
+    costs = {
+        "global_grad_norm": (0.0, CADENCES["diagnostics_every_n_steps"]),
+        "activation_norms": (
+            timed(lambda: probe.activation_norms(inputs)),
+            CADENCES["diagnostics_every_n_steps"],
+        ),
+        "ln_grad_norms": (timed(probe.ln_grad_norms), CADENCES["diagnostics_every_n_steps"]),
+        "attention_entropy": (
+            timed(lambda: probe.attention_entropy(inputs, 2, 128)),
+            CADENCES["attention_entropy_every_n_steps"],
+        ),
+    }
+    rows = [["training step", f"{step_s * 1000:.1f} ms", "every step", "-"]]
+    total = 0.0
+    for name, (cost_s, every) in costs.items():
+        share = cost_s / (every * step_s)
+        total += share
+        rows.append([name, f"{cost_s * 1000:.2f} ms", f"every {every}", f"{share:.2%}"])
+    rows.append(["all four", "-", "-", f"{total:.2%}"])
+    return rows
+
+
 def main() -> None:
     """Run every variant and print the overhead table."""
     parser = argparse.ArgumentParser()
@@ -138,6 +199,11 @@ def main() -> None:
             ]
         )
     print(machine())
+    print_table(
+        "cost of each diagnostic per measured step, and its share of training at its cadence",
+        ["diagnostic", "cost per call", "cadence", "overhead"],
+        per_call_costs(),
+    )
     print(f"{args.steps} steps of experiments/tiny_shakespeare.toml, best of {args.repeats}")
     print_table(
         f"diagnostics overhead at default cadences (target: all of them <= {TARGET_RATIO:.2f}x)",

@@ -107,3 +107,44 @@ def test_stream_on_disk_is_a_memory_map(tmp_path) -> None:  # type: ignore[no-un
     assert isinstance(stream.tokens, np.memmap)
     assert stream.tokens.tolist() == [97, 98, 128, 99, 128]
     assert open_token_stream(tmp_path).offsets.tolist() == [0, 3, 5]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    texts=st.lists(st.text(alphabet="abcdé \n", max_size=12), min_size=1, max_size=60),
+    block=st.integers(1, 7),
+    chunk=st.integers(1, 9),
+)
+def test_stream_on_disk_equals_the_in_memory_one(
+    tmp_path_factory: pytest.TempPathFactory, texts: list[str], block: int, chunk: int
+) -> None:
+    """Sizes and offsets go to disk chunk by chunk and are assembled in blocks: same result."""
+    import baseline.tokens as tokens_module
+
+    tokenizer = CharTokenizer()
+    tokenizer.encode_batch = lambda batch: [[min(ord(c), 127) for c in t] for t in batch]  # type: ignore[method-assign]
+    expected = build_token_stream(texts, tokenizer)  # type: ignore[arg-type]
+    directory = tmp_path_factory.mktemp("stream")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tokens_module, "_BLOCK", block)
+        patch.setattr(tokens_module, "ENCODE_CHUNK_SEGMENTS", chunk)
+        on_disk = build_token_stream(texts, tokenizer, directory)  # type: ignore[arg-type]
+    assert on_disk.tokens.tolist() == expected.tokens.tolist()
+    assert on_disk.offsets.tolist() == expected.offsets.tolist()
+    assert on_disk.byte_counts.tolist() == [len(t.encode()) for t in texts]
+    assert sorted(p.name for p in directory.iterdir()) == [
+        "byte_counts.npy",
+        "meta.json",
+        "offsets.npy",
+        "tokens.bin",
+    ]
+    reopened = open_token_stream(directory)
+    everything = np.arange(len(texts))
+    assert reopened.token_count(everything) == len(expected.tokens)
+    assert reopened.byte_count(everything) == sum(len(t.encode()) for t in texts)
+
+
+def test_split_plan_check_takes_unsorted_indices() -> None:
+    check_split_plan(SplitPlan(np.array([3, 0]), np.array([2, 1])), 4)
+    with pytest.raises(DataError, match="both train and validation"):
+        check_split_plan(SplitPlan(np.array([3, 0]), np.array([2, 3])), 4)

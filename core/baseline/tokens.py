@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import attrs
 import numpy as np
@@ -48,16 +49,18 @@ class TokenStream:
 
     def ranges(self, segment_indices: np.ndarray) -> list[tuple[int, int]]:
         """Token ranges covering the given segments, adjacent segments merged into one range."""
-        indices = np.unique(np.asarray(segment_indices, dtype=np.int64))
+        indices = np.asarray(segment_indices, dtype=np.int64)
         if not len(indices):
             return []
+        if not bool(np.all(indices[1:] > indices[:-1])):  # split adapters usually sort
+            indices = np.unique(indices)
         breaks = np.flatnonzero(np.diff(indices) != 1) + 1
         runs = np.split(indices, breaks)
         return [(int(self.offsets[run[0]]), int(self.offsets[run[-1] + 1])) for run in runs]
 
     def token_count(self, segment_indices: np.ndarray) -> int:
         """Tokens in the given segments."""
-        return int(self.segment_token_counts[np.asarray(segment_indices, dtype=np.int64)].sum())
+        return sum(end - start for start, end in self.ranges(segment_indices))
 
     def byte_count(self, segment_indices: np.ndarray) -> int:
         """UTF-8 bytes of the given segments' text."""
@@ -85,57 +88,116 @@ def build_token_stream(
 ) -> TokenStream:
     """Tokenize ``segments`` in chunks, each segment followed by end-of-segment.
 
-    With ``directory`` the tokens are appended to ``directory/tokens.bin`` chunk by chunk
-    and returned as a read-only memory map (see :func:`open_token_stream`).
+    With ``directory`` the tokens and the per-segment sizes are appended to files chunk by
+    chunk and returned as read-only memory maps (see :func:`open_token_stream`): memory stays
+    bounded by one chunk, whatever the corpus size.
     """
+    if directory is None:
+        return _build_in_memory(segments, tokenizer)
     eos = tokenizer.end_of_segment_id
     dtype = token_dtype(tokenizer.vocab_size)
-    pieces: list[np.ndarray] = []
-    lengths: list[int] = []
-    byte_counts: list[int] = []
-    sink = (directory / TOKENS_FILENAME).open("wb") if directory is not None else None
-    try:
+    sizes_path = directory / (OFFSETS_FILENAME + ".sizes")
+    bytes_path = directory / (BYTE_COUNTS_FILENAME + ".raw")
+    segments_written = 0
+    with (
+        (directory / TOKENS_FILENAME).open("wb") as tokens_out,
+        sizes_path.open("wb") as sizes_out,
+        bytes_path.open("wb") as bytes_out,
+    ):
         for chunk in _chunks(segments, ENCODE_CHUNK_SEGMENTS):
-            encoded = tokenizer.encode_batch(chunk)
-            sizes = [len(ids) + 1 for ids in encoded]
-            flat = np.empty(sum(sizes), dtype=dtype)
-            position = 0
-            for ids, size in zip(encoded, sizes, strict=True):
-                flat[position : position + size - 1] = ids
-                flat[position + size - 1] = eos
-                position += size
-            if sink is not None:
-                sink.write(flat.tobytes())
-            else:
-                pieces.append(flat)
-            lengths.extend(sizes)
-            byte_counts.extend(len(text.encode("utf-8")) for text in chunk)
-    finally:
-        if sink is not None:
-            sink.close()
-    if not lengths:
+            flat, sizes = _encode_chunk(chunk, tokenizer, eos, dtype)
+            tokens_out.write(flat.tobytes())
+            sizes_out.write(sizes.tobytes())
+            bytes_out.write(_utf8_sizes(chunk).tobytes())
+            segments_written += len(chunk)
+    if not segments_written:
         raise DataError("the dataset yielded no segments")
-    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=offsets[1:])
-    counts = np.asarray(byte_counts, dtype=np.int64)
-    if directory is None:
-        return TokenStream(np.concatenate(pieces), offsets, counts)
-    np.save(directory / OFFSETS_FILENAME, offsets)
-    np.save(directory / BYTE_COUNTS_FILENAME, counts)
+    total = _write_offsets(sizes_path, directory / OFFSETS_FILENAME, segments_written)
+    _write_npy(bytes_path, directory / BYTE_COUNTS_FILENAME, segments_written)
+    sizes_path.unlink()
+    bytes_path.unlink()
     (directory / META_FILENAME).write_text(
-        json.dumps({"dtype": dtype.name, "tokens": int(offsets[-1]), "segments": len(lengths)})
+        json.dumps({"dtype": dtype.name, "tokens": total, "segments": segments_written})
     )
     return open_token_stream(directory)
 
 
+def _build_in_memory(segments: Iterable[str], tokenizer: TokenizerAdapter) -> TokenStream:
+    eos = tokenizer.end_of_segment_id
+    dtype = token_dtype(tokenizer.vocab_size)
+    pieces: list[np.ndarray] = []
+    sizes: list[np.ndarray] = []
+    byte_counts: list[np.ndarray] = []
+    for chunk in _chunks(segments, ENCODE_CHUNK_SEGMENTS):
+        flat, chunk_sizes = _encode_chunk(chunk, tokenizer, eos, dtype)
+        pieces.append(flat)
+        sizes.append(chunk_sizes)
+        byte_counts.append(_utf8_sizes(chunk))
+    if not sizes:
+        raise DataError("the dataset yielded no segments")
+    lengths = np.concatenate(sizes)
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    return TokenStream(np.concatenate(pieces), offsets, np.concatenate(byte_counts))
+
+
+def _encode_chunk(
+    chunk: list[str], tokenizer: TokenizerAdapter, eos: int, dtype: np.dtype[Any]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The chunk's tokens, each segment followed by ``eos``, and each segment's size."""
+    encoded = tokenizer.encode_batch(chunk)
+    sizes = np.fromiter((len(ids) + 1 for ids in encoded), dtype=np.int64, count=len(encoded))
+    flat = np.empty(int(sizes.sum()), dtype=dtype)
+    position = 0
+    for ids, size in zip(encoded, sizes.tolist(), strict=True):
+        flat[position : position + size - 1] = ids
+        flat[position + size - 1] = eos
+        position += size
+    return flat, sizes
+
+
+def _utf8_sizes(chunk: list[str]) -> np.ndarray:
+    return np.fromiter((len(t.encode("utf-8")) for t in chunk), dtype=np.int64, count=len(chunk))
+
+
+#: Segments per block when turning the raw per-segment files into ``.npy`` arrays.
+_BLOCK = 1 << 20
+
+
+def _write_offsets(sizes_path: Path, offsets_path: Path, count: int) -> int:
+    """``offsets.npy`` (``count + 1`` cumulative sizes) from the raw sizes, block by block."""
+    sizes = np.memmap(sizes_path, dtype=np.int64, mode="r", shape=(count,))
+    offsets = np.lib.format.open_memmap(offsets_path, mode="w+", dtype=np.int64, shape=(count + 1,))
+    offsets[0] = 0
+    running = 0
+    for start in range(0, count, _BLOCK):
+        block = np.cumsum(sizes[start : start + _BLOCK]) + running
+        offsets[start + 1 : start + 1 + len(block)] = block
+        running = int(block[-1])
+    offsets.flush()
+    del offsets, sizes
+    return running
+
+
+def _write_npy(raw_path: Path, npy_path: Path, count: int) -> None:
+    """Copy ``count`` raw int64 values into an ``.npy`` file, block by block."""
+    raw = np.memmap(raw_path, dtype=np.int64, mode="r", shape=(count,))
+    out = np.lib.format.open_memmap(npy_path, mode="w+", dtype=np.int64, shape=(count,))
+    for start in range(0, count, _BLOCK):
+        out[start : start + _BLOCK] = raw[start : start + _BLOCK]
+    out.flush()
+    del out, raw
+
+
 def open_token_stream(directory: Path) -> TokenStream:
-    """Open a stream written by :func:`build_token_stream` as a read-only memory map."""
+    """Open a stream written by :func:`build_token_stream` as read-only memory maps."""
     meta = json.loads((directory / META_FILENAME).read_text())
-    offsets = np.load(directory / OFFSETS_FILENAME)
+    offsets = np.load(directory / OFFSETS_FILENAME, mmap_mode="r")
     tokens = np.memmap(directory / TOKENS_FILENAME, dtype=np.dtype(meta["dtype"]), mode="r")
     if len(tokens) != meta["tokens"] or offsets[-1] != meta["tokens"]:
         raise DataError(f"{directory}: token cache is incomplete; delete the directory")
-    return TokenStream(tokens, offsets, np.load(directory / BYTE_COUNTS_FILENAME))
+    byte_counts = np.load(directory / BYTE_COUNTS_FILENAME, mmap_mode="r")
+    return TokenStream(tokens, offsets, byte_counts)
 
 
 def check_split_plan(plan: SplitPlan, num_segments: int) -> None:
@@ -144,5 +206,8 @@ def check_split_plan(plan: SplitPlan, num_segments: int) -> None:
     for label, indices in (("train", train), ("validation", validation)):
         if indices.size and (indices.min() < 0 or indices.max() >= num_segments):
             raise DataError(f"split returned {label} segment indices outside 0..{num_segments - 1}")
-    if np.intersect1d(train, validation).size:
+    # A mask (1 byte per segment) rather than sorted copies of both index arrays.
+    in_train = np.zeros(num_segments, dtype=bool)
+    in_train[train] = True
+    if validation.size and in_train[validation].any():
         raise DataError("split returned segments that are in both train and validation")

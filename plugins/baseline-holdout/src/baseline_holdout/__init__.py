@@ -43,14 +43,22 @@ class HoldoutSplit:
                 "set dataset.segment_delimiter so the text splits into segments",
                 key_path="split",
             )
-        order = np.arange(len(counts))
-        if self.config.shuffle:
-            order = np.random.default_rng(self.config.seed).permutation(len(counts))
-        cumulative = np.cumsum(counts[order])
+        if not self.config.shuffle:
+            # The common case, without per-segment copies: corpora of millions of segments.
+            cut = self._cut(np.cumsum(counts))
+            return SplitPlan(
+                train=np.arange(cut, dtype=np.int64),
+                validation=np.arange(cut, len(counts), dtype=np.int64),
+            )
+        order = np.random.default_rng(self.config.seed).permutation(len(counts))
+        cut = self._cut(np.cumsum(counts[order]))
+        return SplitPlan(train=np.sort(order[:cut]), validation=np.sort(order[cut:]))
+
+    def _cut(self, cumulative: np.ndarray) -> int:
+        """Segments (in order) that the train side gets: at least one, leaving one."""
         target = self.config.train_fraction * cumulative[-1]
         cut = int(np.searchsorted(cumulative, target, side="left")) + 1
-        cut = min(max(cut, 1), len(counts) - 1)
-        return SplitPlan(train=np.sort(order[:cut]), validation=np.sort(order[cut:]))
+        return min(max(cut, 1), len(cumulative) - 1)
 
 
 @hookimpl
