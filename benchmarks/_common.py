@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
+import sys
 from pathlib import Path
 
 from rich.console import Console
@@ -25,6 +27,24 @@ def machine() -> str:
         f"torch {torch.__version__} ({torch.get_num_threads()} threads), Python "
         f"{platform.python_version()}"
     )
+
+
+def run_command(root: Path, run_name: str, *overrides: str) -> list[str]:
+    """``baseline-run`` of the tiny Shakespeare experiment with its run directory and
+    tokenizer file under ``root``, plus ``--set`` for each ``KEY=VALUE`` of ``overrides``."""
+    command = [
+        str(Path(sys.executable).parent / "baseline-run"),
+        str(EXPERIMENT),
+        "--set",
+        f"run.artifacts_root={json.dumps(str(root / 'runs'))}",
+        "--set",
+        f"run.run_name={json.dumps(run_name)}",
+        "--set",
+        f"tokenizer.vocab_path={json.dumps(str(root / 'bpe.json'))}",
+    ]
+    for override in overrides:
+        command += ["--set", override]
+    return command
 
 
 def print_table(title: str, columns: list[str], rows: list[list[str]]) -> None:

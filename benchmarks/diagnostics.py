@@ -19,12 +19,11 @@ import argparse
 import json
 import os
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from _common import EXPERIMENT, machine, print_table
+from _common import machine, print_table, run_command
 
 TARGET_RATIO = 1.10
 DIAGNOSTICS = ("global_grad_norm", "activation_norms", "ln_grad_norms", "attention_entropy")
@@ -62,26 +61,15 @@ def variants(with_wandb: bool) -> dict[str, list[str]]:
 
 def run_once(overrides: list[str], root: Path, name: str, steps: int) -> tuple[float, float]:
     """Wall time of the process and the training-loop time from its step times."""
-    command = [
-        str(Path(sys.executable).parent / "baseline-run"),
-        str(EXPERIMENT),
-        "--set",
-        f"run.artifacts_root={json.dumps(str(root / 'runs'))}",
-        "--set",
-        f"run.run_name={json.dumps(name)}",
-        "--set",
+    command = run_command(
+        root,
+        name,
         f"run.token_cache_dir={json.dumps(str(root / 'cache'))}",
-        "--set",
-        f"tokenizer.vocab_path={json.dumps(str(root / 'bpe.json'))}",
-        "--set",
         "train.max_time_s=100000",
-        "--set",
         f"train.max_steps={steps}",
-        "--set",
         "run.checkpoint_every_n_steps=0",
-    ]
-    for override in overrides:
-        command += ["--set", override]
+        *overrides,
+    )
     env = {**os.environ, "WANDB_SILENT": "true", "WANDB_DIR": str(root)}
     started = time.perf_counter()
     subprocess.run(

@@ -9,11 +9,10 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
-from _common import EXPERIMENT, machine, print_table
+from _common import machine, print_table, run_command
 
 STEPS = 80
 WARMUP_STEPS = 20
@@ -22,20 +21,7 @@ WARMUP_STEPS = 20
 def rate(nproc: int, root: Path) -> float:
     """Mean global tokens/s of a run with ``nproc`` processes."""
     name = f"procs{nproc}"
-    command = [
-        str(Path(sys.executable).parent / "baseline-run"),
-        str(EXPERIMENT),
-        "--set",
-        f"run.artifacts_root={json.dumps(str(root / 'runs'))}",
-        "--set",
-        f"run.run_name={name}",
-        "--set",
-        f"tokenizer.vocab_path={json.dumps(str(root / 'bpe.json'))}",
-        "--set",
-        f"train.max_steps={STEPS}",
-        "--set",
-        "logging.log_every_n_steps=10",
-    ]
+    command = run_command(root, name, f"train.max_steps={STEPS}", "logging.log_every_n_steps=10")
     env = dict(os.environ)
     if nproc > 1:
         command += ["--nproc", str(nproc)]

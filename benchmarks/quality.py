@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import EXPERIMENT, machine, print_table
+from _common import machine, print_table, run_command
 
 TARGET_BPB = 2.15
 TARGET_S = 120.0
@@ -25,17 +25,7 @@ def main() -> None:
     extra = sys.argv[1:]
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        command = [
-            str(Path(sys.executable).parent / "baseline-run"),
-            str(EXPERIMENT),
-            "--set",
-            f"run.artifacts_root={json.dumps(str(root / 'runs'))}",
-            "--set",
-            "run.run_name=quality",
-            "--set",
-            f"tokenizer.vocab_path={json.dumps(str(root / 'bpe.json'))}",
-            *extra,
-        ]
+        command = [*run_command(root, "quality"), *extra]
         started = time.perf_counter()
         subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
         wall = time.perf_counter() - started

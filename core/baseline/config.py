@@ -224,6 +224,7 @@ class DiagnosticsLoggerConfig(LoggerConfig):
     diagnostics_every_n_steps: int = attrs.field(default=50, validator=at_least(1))
     #: Periodic validation every N steps (0 disables it; epoch-end validation remains).
     val_every_n_steps: int = attrs.field(default=0, validator=at_least(0))
+    #: Cadence of the attention-entropy diagnostic.
     attention_entropy_every_n_steps: int = attrs.field(default=200, validator=at_least(1))
     #: Heads per layer sampled for attention entropy.
     attention_entropy_head_cap: int = attrs.field(default=2, validator=at_least(1))

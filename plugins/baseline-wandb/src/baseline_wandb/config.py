@@ -71,18 +71,12 @@ class WandbMetricsConfig(DiagnosticsLoggerConfig):
     #: Log ``attention_entropy_first|middle|last``: mean attention entropy (sampled, see the
     #: caps). The model must support it, or the experiment is refused at validation.
     enable_attention_entropy: bool = True
-    #: Cadence (optimizer steps) of the step metrics; unset: ``logging.log_every_n_steps``.
-    log_every_n_steps: int | None = attrs.field(default=None, validator=at_least(1))
-    #: Cadence of the gradient-norm, activation-norm and layer-norm diagnostics.
-    diagnostics_every_n_steps: int = attrs.field(default=50, validator=at_least(1))
     #: Periodic validation every N steps (0 disables it; epoch-end validation remains).
+    #: The other cadences and caps keep the base class's defaults, which are the overview's:
+    #: ``log_every_n_steps`` (unset: ``logging.log_every_n_steps``),
+    #: ``diagnostics_every_n_steps = 50``, ``attention_entropy_every_n_steps = 200``,
+    #: ``attention_entropy_head_cap = 2``, ``attention_entropy_token_cap = 128``.
     val_every_n_steps: int = attrs.field(default=250, validator=at_least(0))
-    #: Cadence of the attention-entropy diagnostic.
-    attention_entropy_every_n_steps: int = attrs.field(default=200, validator=at_least(1))
-    #: Heads per layer sampled for attention entropy.
-    attention_entropy_head_cap: int = attrs.field(default=2, validator=at_least(1))
-    #: Tokens sampled per axis (a prefix of the window, capped at ``train.seq_len``).
-    attention_entropy_token_cap: int = attrs.field(default=128, validator=at_least(2))
 
     # -- step and validation metrics --
     #: Log ``train_loss`` with ``tokens_seen_train``, its x-axis in W&B.
