@@ -28,28 +28,70 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     return torch.cat((first * cos - second * sin, first * sin + second * cos), dim=-1)
 
 
+def make_norm(config: BaselineDecoderConfig, size: int) -> nn.Module:
+    """The configured norm over the last ``size`` channels: LayerNorm (with a bias when
+    ``bias``) or RMSNorm (never a bias)."""
+    if config.norm == "rmsnorm":
+        return nn.RMSNorm(size, eps=1e-5)
+    return nn.LayerNorm(size, bias=config.bias)
+
+
 class CausalSelfAttention(nn.Module):
-    """Multi-head causal self-attention through ``scaled_dot_product_attention``."""
+    """Causal self-attention through ``scaled_dot_product_attention``.
+
+    ``n_heads`` query heads share ``n_kv_heads`` key/value heads in groups of
+    ``n_heads / n_kv_heads`` (query head ``i`` uses key/value head ``i // group``); with
+    ``qk_norm`` queries and keys are normalised per head before RoPE.
+    """
 
     def __init__(self, config: BaselineDecoderConfig) -> None:
         super().__init__()
         self.n_heads = config.n_heads
-        self.qkv = nn.Linear(config.d_model, 3 * config.d_model, bias=config.bias)
+        self.n_kv_heads = config.kv_heads
+        self.head_size = config.head_size
+        kv_width = self.n_kv_heads * self.head_size
+        # one projection for q (d_model wide), k and v (kv_width wide each), in that order
+        self.qkv = nn.Linear(config.d_model, config.d_model + 2 * kv_width, bias=config.bias)
         self.proj = nn.Linear(config.d_model, config.d_model, bias=config.bias)
+        self.q_norm: nn.Module | None = None
+        self.k_norm: nn.Module | None = None
+        if config.qk_norm:
+            self.q_norm = make_norm(config, self.head_size)
+            self.k_norm = make_norm(config, self.head_size)
         self.dropout = config.dropout
         self.resid_dropout = nn.Dropout(config.dropout)
+
+    def heads(
+        self, x: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor] | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Queries ``(B, n_heads, T, h)``, keys and values ``(B, n_kv_heads, T, h)``:
+        projected, q/k-normalised and rotated as attention uses them."""
+        batch, steps, width = x.shape
+        kv_width = self.n_kv_heads * self.head_size
+        q, k, v = self.qkv(x).split((width, kv_width, kv_width), dim=2)
+        q = q.view(batch, steps, self.n_heads, self.head_size).transpose(1, 2)
+        kv_shape = (batch, steps, self.n_kv_heads, self.head_size)
+        k, v = (t.view(kv_shape).transpose(1, 2) for t in (k, v))
+        if self.q_norm is not None and self.k_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        if rotary is not None:
+            q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
+        return q, k, v
 
     def forward(
         self, x: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor] | None = None
     ) -> torch.Tensor:
         batch, steps, width = x.shape
-        q, k, v = self.qkv(x).split(width, dim=2)
-        shape = (batch, steps, self.n_heads, width // self.n_heads)
-        q, k, v = (t.view(shape).transpose(1, 2) for t in (q, k, v))
-        if rotary is not None:
-            q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
+        q, k, v = self.heads(x, rotary)
+        # enable_gqa lets the kernel share each k/v head with its group of query heads, without
+        # materialising repeated k and v (faster than repeat_interleave on CPU, see the docs)
         y = F.scaled_dot_product_attention(
-            q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0
+            q,
+            k,
+            v,
+            is_causal=True,
+            dropout_p=self.dropout if self.training else 0.0,
+            enable_gqa=self.n_kv_heads != self.n_heads,
         )
         y = y.transpose(1, 2).contiguous().view(batch, steps, width)
         return self.resid_dropout(self.proj(y))
@@ -57,33 +99,49 @@ class CausalSelfAttention(nn.Module):
     def probabilities(
         self, x: torch.Tensor, max_heads: int, rotary: tuple[torch.Tensor, torch.Tensor] | None
     ) -> torch.Tensor:
-        """Causal attention probabilities ``(B, H, T, T)`` of the first ``max_heads`` heads."""
-        batch, steps, width = x.shape
-        head_size = width // self.n_heads
+        """Causal attention probabilities ``(B, H, T, T)`` of the first ``max_heads`` query
+        heads, each against the key head it shares."""
         heads = min(max_heads, self.n_heads)
-        q, k, _ = self.qkv(x).split(width, dim=2)
-        shape = (batch, steps, self.n_heads, head_size)
-        q, k = (t.view(shape)[:, :, :heads].transpose(1, 2) for t in (q, k))
-        if rotary is not None:
-            q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
-        # fp32 scores, as the fused attention keeps them, even under bf16 autocast
-        scores = (q.float() @ k.float().transpose(-2, -1)) / math.sqrt(head_size)
-        future = torch.ones(steps, steps, dtype=torch.bool, device=x.device).triu(1)
-        return scores.masked_fill(future, float("-inf")).softmax(dim=-1)
+        steps = x.size(1)
+        q, k, _ = self.heads(x, rotary)
+        q = q[:, :heads]
+        # query head i attends with key head i // group
+        group = self.n_heads // self.n_kv_heads
+        k = k[:, :heads] if group == 1 else k[:, torch.arange(heads, device=x.device) // group]
+        # fp32 scores and softmax, as the fused attention keeps them, even under bf16 autocast
+        # (which would otherwise run the matmul and the softmax in bf16)
+        with torch.autocast(x.device.type, enabled=False):
+            scores = (q.float() @ k.float().transpose(-2, -1)) / math.sqrt(self.head_size)
+            future = torch.ones(steps, steps, dtype=torch.bool, device=x.device).triu(1)
+            return scores.masked_fill(future, float("-inf")).softmax(dim=-1)
 
 
 class MLP(nn.Module):
-    """Position-wise feed-forward block with GELU."""
+    """Position-wise feed-forward block: GELU, squared ReLU, or SwiGLU.
+
+    ``fc`` maps to the hidden width (for SwiGLU to twice it: the gate's rows, then the
+    up-projection's), ``proj`` back to ``d_model``.
+    """
 
     def __init__(self, config: BaselineDecoderConfig) -> None:
         super().__init__()
-        hidden = int(config.mlp_ratio * config.d_model)
-        self.fc = nn.Linear(config.d_model, hidden, bias=config.bias)
+        self.kind = config.mlp
+        hidden = config.mlp_hidden
+        inner = 2 * hidden if config.mlp == "swiglu" else hidden
+        self.fc = nn.Linear(config.d_model, inner, bias=config.bias)
         self.proj = nn.Linear(hidden, config.d_model, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.proj(F.gelu(self.fc(x), approximate="tanh")))
+        h = self.fc(x)
+        if self.kind == "swiglu":
+            gate, up = h.chunk(2, dim=-1)
+            h = F.silu(gate) * up
+        elif self.kind == "relu2":
+            h = F.relu(h).square()
+        else:
+            h = F.gelu(h, approximate="tanh")
+        return self.dropout(self.proj(h))
 
 
 class Block(nn.Module):
@@ -91,9 +149,9 @@ class Block(nn.Module):
 
     def __init__(self, config: BaselineDecoderConfig) -> None:
         super().__init__()
-        self.ln_attn = nn.LayerNorm(config.d_model, bias=config.bias)
+        self.ln_attn = make_norm(config, config.d_model)
         self.attn = CausalSelfAttention(config)
-        self.ln_mlp = nn.LayerNorm(config.d_model, bias=config.bias)
+        self.ln_mlp = make_norm(config, config.d_model)
         self.mlp = MLP(config)
 
     def forward(
@@ -104,7 +162,11 @@ class Block(nn.Module):
 
 
 class DecoderModel(nn.Module):
-    """GPT-style decoder: ``(batch, steps)`` token ids -> ``(batch, steps, vocab)`` logits."""
+    """Decoder-only transformer: ``(batch, steps)`` token ids -> ``(batch, steps, vocab)`` logits.
+
+    The defaults give a GPT-2 style model; ``norm``, ``mlp``, ``n_kv_heads``, ``qk_norm`` and
+    ``position_encoding`` turn it into a Llama-style one piece by piece.
+    """
 
     def __init__(self, config: BaselineDecoderConfig, *, vocab_size: int, max_seq_len: int) -> None:
         super().__init__()
@@ -115,14 +177,12 @@ class DecoderModel(nn.Module):
         if config.position_encoding == "learned":
             self.position_embedding = nn.Embedding(max_seq_len, config.d_model)
         else:
-            cos, sin = rotary_tables(
-                max_seq_len, config.d_model // config.n_heads, config.rope_base
-            )
+            cos, sin = rotary_tables(max_seq_len, config.head_size, config.rope_base)
             self.register_buffer("rotary_cos", cos, persistent=False)
             self.register_buffer("rotary_sin", sin, persistent=False)
         self.dropout = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.layers))
-        self.ln_final = nn.LayerNorm(config.d_model, bias=config.bias)
+        self.ln_final = make_norm(config, config.d_model)
         self.lm_head = nn.Linear(config.d_model, vocab_size, bias=False)
         if config.tie_embeddings:
             self.lm_head.weight = self.token_embedding.weight
@@ -144,11 +204,18 @@ class DecoderModel(nn.Module):
             nn.init.normal_(block.mlp.proj.weight, mean=0.0, std=residual_std)
 
     def flops_per_token(self, seq_len: int) -> float:
-        """Training FLOPs per token (forward and backward): 6 per weight plus attention."""
+        """Training FLOPs per token (forward and backward): 6 per weight plus attention.
+
+        The weights are every parameter but the position table (a tied head counts once);
+        grouped-query attention shows up there as smaller key/value projections. The attention
+        term, ``12 * layers * n_heads * head_size * seq_len``, counts the scores and the
+        weighted sum of every query head, which grouping does not reduce.
+        """
         weights = sum(p.numel() for p in self.parameters())
         if self.position_embedding is not None:
             weights -= self.position_embedding.weight.numel()
-        attention = 12 * self.config.layers * self.config.d_model * seq_len
+        config = self.config
+        attention = 12 * config.layers * config.n_heads * config.head_size * seq_len
         return 6 * weights + attention
 
     def diagnostic_layers(self) -> Sequence[nn.Module]:
