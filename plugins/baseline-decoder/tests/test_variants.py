@@ -8,7 +8,9 @@ key/value heads repeated; the attention maps are the ones the forward pass uses.
 from __future__ import annotations
 
 import itertools
+import json
 import math
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -413,3 +415,65 @@ def test_flops_per_token_counts_every_query_head() -> None:
         weights = sum(p.numel() for p in model.parameters())
         weights -= model.position_embedding.weight.numel()
         assert model.flops_per_token(SEQ) == 6 * weights + 12 * 3 * D_MODEL * SEQ
+
+
+# -- in a real run -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("model", "bias_keys"),
+    [
+        (
+            {
+                "norm": "rmsnorm",
+                "mlp": "swiglu",
+                "n_kv_heads": 1,
+                "qk_norm": True,
+                "position_encoding": "rope",
+                "bias": True,
+            },
+            False,
+        ),
+        ({"mlp": "relu2", "n_kv_heads": 2, "bias": True}, True),
+    ],
+)
+def test_a_real_run_logs_every_diagnostic(
+    tmp_path: Path, model: dict[str, Any], bias_keys: bool
+) -> None:
+    """A few steps of the real pipeline with the console logger's diagnostics all on."""
+    for module in ("baseline_text", "baseline_bpe", "baseline_holdout"):
+        pytest.importorskip(module)
+    from baseline.loading import experiment_from_data
+    from baseline.pipeline import model_pipeline
+    from baseline.plugins import default_plugins
+    from baseline.testing import tiny_experiment_data
+
+    data = tiny_experiment_data(tmp_path)
+    data["model"].update(n_heads=2, layers=3, **model)
+    data["train"].update(epochs=1, max_steps=6)
+    data["logging"]["console"] = {
+        **{f"enable_{d}": True for d in DIAGNOSTICS},
+        "diagnostics_every_n_steps": 2,
+        "attention_entropy_every_n_steps": 3,
+        "attention_entropy_token_cap": 8,
+    }
+    plugins = default_plugins()
+    result = model_pipeline(experiment_from_data(data, plugins.registry), plugins=plugins)
+    records = [
+        json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()
+    ]
+    diagnostics = [r for r in records if r["phase"] == "diagnostics"]
+    positions = ("first", "middle", "last")
+    every_two = {f"{p}_{q}" for p in ("activation_norm", "ln_weight_grad_norm") for q in positions}
+    if bias_keys:
+        every_two |= {f"ln_bias_grad_norm_{q}" for q in positions}
+    entropy = {f"attention_entropy_{q}" for q in positions}
+    by_step = {r["step"]: set(r) - {"step", "tokens_seen", "epoch", "phase"} for r in diagnostics}
+    assert by_step == {
+        2: every_two | {"global_grad_norm"},
+        3: entropy,
+        4: every_two | {"global_grad_norm"},
+        6: every_two | {"global_grad_norm"} | entropy,
+    }
+    assert all(math.isfinite(v) for r in diagnostics for k, v in r.items() if k in every_two)
+    assert math.isfinite(result.final_metrics["val_loss"])
