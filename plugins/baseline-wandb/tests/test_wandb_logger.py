@@ -340,6 +340,35 @@ def test_resuming_without_a_recorded_id_starts_a_new_run(tmp_path: Path) -> None
     assert read_run(run_dir).run_id == session.run_id
 
 
+# -- where W&B writes its files -------------------------------------------------------------
+
+
+def test_wandb_dir_is_honoured_when_set(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    elsewhere = tmp_path / "wandb-home"
+    elsewhere.mkdir()
+    monkeypatch.setenv("WANDB_DIR", str(elsewhere))
+    run_dir = tmp_path / "with-wandb-dir"
+    session = WandbLogger(WandbMetricsConfig()).start(run_info(run_dir))
+    session.log(MetricRecord(2, 256, 1, "train", TRAIN))
+    session.finish(0)
+    assert not wandb_files(run_dir)  # nothing in the run directory but the id file
+    run = read_run(elsewhere)  # $WANDB_DIR/wandb/offline-run-*
+    assert run.run_id == session.run_id == (run_dir / RUN_ID_FILENAME).read_text().strip()
+    assert sorted(run.rows) == [2]
+
+
+def test_the_run_directory_is_the_default_without_wandb_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("WANDB_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)  # W&B's own default would be ./wandb
+    run_dir = tmp_path / "runs" / "no-wandb-dir"
+    session = WandbLogger(WandbMetricsConfig()).start(run_info(run_dir))
+    session.finish(0)
+    assert read_run(run_dir).run_id == session.run_id
+    assert not (tmp_path / "wandb").exists()
+
+
 def test_disabled_mode_writes_nothing(tmp_path: Path) -> None:
     run_dir = tmp_path / "disabled"
     session = WandbLogger(WandbMetricsConfig(mode="disabled")).start(run_info(run_dir))

@@ -1,6 +1,7 @@
 """The ``wandb`` logger: one W&B run per baseline run.
 
 ``wandb`` is imported in :meth:`WandbLogger.start`, not at module level. The W&B run lives in
+``$WANDB_DIR/wandb`` when the ``WANDB_DIR`` environment variable is set, else in
 ``<run_dir>/wandb``; its id is kept in ``<run_dir>/wandb_run_id`` so that a resumed baseline
 run (``--resume``) continues the same W&B run.
 """
@@ -8,6 +9,8 @@ run (``--resume``) continues the same W&B run.
 from __future__ import annotations
 
 import logging
+import os
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from baseline.artifacts import atomic_write_text
@@ -24,6 +27,7 @@ __all__ = [
     "TOKENS_KEY",
     "WandbLogger",
     "WandbSession",
+    "wandb_dir",
     "wandb_values",
 ]
 
@@ -44,6 +48,15 @@ NO_API_KEY_MESSAGE = (
     "W&B is in online mode but no API key is configured; run `wandb login`, "
     'set WANDB_API_KEY, or set mode = "offline"'
 )
+
+
+def wandb_dir(run: RunInfo) -> Path:
+    """The directory W&B writes its ``wandb/`` folder into.
+
+    ``WANDB_DIR`` when the user set it (W&B's own convention), else the run directory.
+    """
+    configured = os.environ.get("WANDB_DIR", "").strip()
+    return Path(configured).expanduser() if configured else run.run_dir
 
 
 def wandb_values(record: MetricRecord, config: WandbMetricsConfig) -> dict[str, float]:
@@ -117,7 +130,7 @@ class WandbLogger:
                 group=config.group,
                 tags=list(config.tags),
                 mode=config.mode,
-                dir=str(run.run_dir),
+                dir=str(wandb_dir(run)),
                 config=dict(run.config),
                 id=run_id,
                 resume="allow" if run_id else None,
