@@ -1,6 +1,10 @@
 """The built-in ``console`` logger: a rich progress bar and end-of-epoch summaries.
 
 It is registered through the ``baseline.plugins`` entry-point group like any other plugin.
+
+Every event is one line, never wrapped by rich (``soft_wrap``): piped into a file or a CI
+log, an epoch summary stays whole however long it is. The live progress bar and the table of
+epochs are drawn only when the output is a terminal.
 """
 
 from __future__ import annotations
@@ -9,6 +13,7 @@ from typing import Any
 
 import attrs
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -52,8 +57,10 @@ class ConsoleSession:
         #: A validation result not printed yet (see :meth:`log`).
         self.validation: MetricRecord | None = None
         console.print(
-            f"[bold]{run.project_name}[/bold] / {run.run_name}: "
-            f"{run.total_steps or 'time-limited'} steps -> {run.run_dir}"
+            f"[bold]{escape(run.project_name)}[/bold] / {escape(run.run_name)}: "
+            f"{run.total_steps or 'time-limited'} steps -> {escape(str(run.run_dir))}",
+            soft_wrap=True,
+            highlight=False,
         )
         if config.progress_bar and console.is_terminal:
             self.progress = Progress(
@@ -103,15 +110,19 @@ class ConsoleSession:
                 if rate is not None:
                     parts.append(f"{rate:,.0f} tok/s")
                 parts.append(f"tokens {record.tokens_seen:,}")
-                self.console.print("  ".join(parts), highlight=False)
+                self._line("  ".join(parts))
         elif record.phase == "diagnostics":
             fields = "  ".join(f"{key} {value:.4g}" for key, value in record.values.items())
-            self.console.print(f"step {record.step} diagnostics: {fields}", highlight=False)
+            self._line(f"step {record.step} diagnostics: {fields}")
         elif record.phase == "validation":
             self.validation = record
         elif record.phase == "epoch":
             self.epochs.append({"epoch": record.epoch, "step": record.step, **values})
-            self.console.print(self._epoch_line(record, self.run.steps_per_epoch), highlight=False)
+            self._line(self._epoch_line(record, self.run.steps_per_epoch))
+
+    def _line(self, text: str) -> None:
+        """Print one event as one line: no markup, no highlighting, never wrapped by rich."""
+        self.console.print(text, markup=False, highlight=False, soft_wrap=True)
 
     def _print_validation(self, record: MetricRecord) -> None:
         """One line for a validation result that no epoch summary shows."""
@@ -124,7 +135,7 @@ class ConsoleSession:
             )
             if key in record.values
         )
-        self.console.print(f"step {record.step} validation: {fields}", highlight=False)
+        self._line(f"step {record.step} validation: {fields}")
 
     @staticmethod
     def _epoch_line(record: MetricRecord, steps_per_epoch: int) -> str:
@@ -143,13 +154,17 @@ class ConsoleSession:
         return " | ".join(fields)
 
     def finish(self, exit_code: int) -> None:
-        """Stop the bar and print a summary table of the epochs."""
+        """Stop the bar and, on a terminal, print a summary table of the epochs.
+
+        In a file or a pipe the epoch lines already printed are the summary: a table would
+        break the one-event-one-line rule.
+        """
         if self.validation is not None:
             self._print_validation(self.validation)
             self.validation = None
         if self.progress is not None:
             self.progress.stop()
-        if self.epochs:
+        if self.epochs and self.console.is_terminal:
             table = Table(
                 title=f"{self.run.run_name}" + ("" if exit_code == 0 else f" (exit {exit_code})")
             )
