@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 import torch
 from hypothesis import given, settings
@@ -120,3 +121,52 @@ def test_sample_errors_are_one_line(tmp_path: Path, trained_run: Path) -> None:
     assert (
         bad.returncode == 2 and bad.stderr.strip() == "error: --top-p: must be in (0, 1], got 2.0"
     )
+
+
+class ScriptedModel(torch.nn.Module):
+    """Predicts ``script[i]`` as the i-th generated token (to test rendering, not modelling)."""
+
+    def __init__(self, script: list[int], vocab_size: int) -> None:
+        super().__init__()
+        self.script, self.vocab_size, self.calls = script, vocab_size, 0
+        self.anchor = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        logits = torch.full((*tokens.shape, self.vocab_size), -1e9)
+        logits[:, -1, self.script[self.calls]] = 0.0
+        self.calls += 1
+        return logits
+
+
+def test_end_of_segment_is_rendered_as_the_dataset_delimiter(trained_run: Path) -> None:
+    run = load_run(trained_run)
+    assert run.inference_config["end_of_segment_text"] == "\n\n"
+    assert run.end_of_segment_text == "\n\n"
+    speech, other = run.tokenizer.encode_batch(["ROMEO: soft", "JULIET: a word"])
+    eos = run.end_of_segment_id
+    script = [*speech, eos, *other, eos, *speech]
+    greedy = SamplingOptions(max_new_tokens=len(script), temperature=0.0)
+    scripted = attrs.evolve(run, model=ScriptedModel(script, run.tokenizer.vocab_size))
+    [text] = generate(scripted, "", greedy)
+    assert text == "ROMEO: soft\n\nJULIET: a word\n\nROMEO: soft"
+    stop = attrs.evolve(greedy, stop_at_segment_end=True)
+    scripted = attrs.evolve(run, model=ScriptedModel(script, run.tokenizer.vocab_size))
+    assert generate(scripted, "", stop) == ["ROMEO: soft"]
+
+
+def test_sample_command_can_stop_at_the_segment_end(trained_run: Path) -> None:
+    completed = subprocess.run(
+        [
+            *(str(BIN / "baseline"), "sample", str(trained_run), "--prompt", "ROMEO:"),
+            *("--max-new-tokens", "60", "--seed", "1", "--stop-at-segment-end"),
+            *("--num-samples", "4"),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        timeout=300,
+    )
+    assert completed.returncode == 0, completed.stderr
+    samples = completed.stdout.split("--- sample ")[1:]
+    assert len(samples) == 4
+    assert all("\n\n" not in sample.strip("\n") for sample in samples)

@@ -55,6 +55,9 @@ def test_smoke_run_writes_every_artifact(
         "init_std": 0.02,
         "position_encoding": "learned",
         "rope_base": 10000.0,
+        "norm": "layernorm",
+        "mlp": "gelu",
+        "qk_norm": False,
     }
     assert run_config["versions"]["plugins"]["baseline-bpe"] == "0.1.0"
     assert run_config["versions"]["libraries"]["torch"].startswith("2.")
@@ -264,12 +267,14 @@ def test_second_run_reuses_the_token_cache(
         run(registry, tiny_data)
     assert "loaded from the token cache, tokenization skipped" in caplog.text
     cache = Path(tiny_data["run"]["artifacts_root"]) / ".token_cache"
-    assert len([p for p in cache.iterdir() if not p.name.startswith(".")]) == 1
+    streams = [p for p in cache.iterdir() if not p.name.startswith(".")]
+    assert len(streams) == 1
     corpus = Path(tiny_data["dataset"]["path"])
     corpus.write_text(corpus.read_text() + "\n\nA new segment changes the key.")
     tiny_data["run"]["run_name"] = "third"
     run(registry, tiny_data)
-    assert len([p for p in cache.iterdir() if not p.name.startswith(".")]) == 2
+    streams = [p for p in cache.iterdir() if not p.name.startswith(".")]
+    assert len(streams) == 2
 
 
 def test_global_grad_norm_is_logged(registry: ComponentRegistry, tiny_data: dict[str, Any]) -> None:

@@ -18,7 +18,7 @@ import torch
 from core_support import write_toml
 
 from baseline.config import LoggerConfig, ModelConfig
-from baseline.errors import DataError, RunInterrupted, TrainingError
+from baseline.errors import ConfigError, DataError, RunInterrupted, TrainingError
 from baseline.hookspecs import hookimpl
 from baseline.loading import experiment_from_data
 from baseline.pipeline import model_pipeline
@@ -401,3 +401,29 @@ def test_full_disk_while_checkpointing_is_one_line_and_keeps_old_files(
     )
     assert read_metrics(run_dir) == read_metrics(straight.run_dir)
     assert_same_weights(straight.run_dir / "baseline_model.pt", run_dir / "baseline_model.pt")
+
+
+def test_muon_resume_is_exact(tiny_data: dict[str, Any]) -> None:
+    tiny_data["train"]["optimizer"] = "muon"
+    straight, resumed, error = straight_and_interrupted(tiny_data, 7, signal.SIGTERM)
+    assert error.exit_code == 128 + signal.SIGTERM
+    assert read_metrics(resumed) == read_metrics(straight)
+    assert_same_weights(straight / "baseline_model.pt", resumed / "baseline_model.pt")
+
+
+def test_resume_of_a_checkpoint_written_before_a_config_key_existed(
+    tiny_data: dict[str, Any], registry: Any
+) -> None:
+    """A key the checkpoint's config lacks matches its default (what the older run did)."""
+    tiny_data["train"]["max_steps"] = 4
+    run_dir = model_pipeline(experiment_from_data(tiny_data, registry)).run_dir
+    checkpoint = run_dir / "baseline_checkpoint.pt"
+    state = torch.load(checkpoint, weights_only=False)
+    del state["config"]["train"]["optimizer"], state["config"]["model"]["norm"]
+    torch.save(state, checkpoint)
+    tiny_data["run"]["resume_from_checkpoint"] = True
+    tiny_data["train"]["max_steps"] = 6
+    assert model_pipeline(experiment_from_data(tiny_data, registry)).steps == 6
+    tiny_data["train"]["optimizer"] = "muon"  # not the default: the run used AdamW
+    with pytest.raises(ConfigError, match=r"these keys differ .*: train\.optimizer"):
+        model_pipeline(experiment_from_data(tiny_data, registry))

@@ -76,12 +76,12 @@ def test_requires(
 def test_a_missing_plugin_is_named_before_its_component(
     registry: ComponentRegistry, tiny_data: dict[str, Any]
 ) -> None:
-    tiny_data["run"]["requires"] = ["baseline-mlflow>=0.1"]
-    tiny_data["logging"]["provider"] = ["console", "mlflow"]
+    tiny_data["run"]["requires"] = ["baseline-neptune>=0.1"]
+    tiny_data["logging"]["provider"] = ["console", "neptune"]
     message = validation_error(registry, tiny_data)
     assert (
         message
-        == 'run.requires[0]: baseline-mlflow is not installed; run: pip install "baseline-mlflow>=0.1"'
+        == 'run.requires[0]: baseline-neptune is not installed; run: pip install "baseline-neptune>=0.1"'
     )
 
 

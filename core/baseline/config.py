@@ -292,6 +292,14 @@ class TrainConfig:
     #: Fraction of the training windows used each epoch.
     data_fraction: float = attrs.field(default=1.0, validator=between(0.0, 1.0))
     weight_decay: float = attrs.field(default=0.1, validator=at_least(0))
+    #: ``adamw``, or ``muon``: ``torch.optim.Muon`` for the hidden weight matrices (2-D
+    #: weights of linear layers other than the output layer) and AdamW for embeddings, the
+    #: output layer, norms and biases, all with ``learning_rate`` and ``weight_decay``.
+    optimizer: Literal["adamw", "muon"] = "adamw"
+    #: Momentum of Muon (with Nesterov), when ``optimizer = "muon"``.
+    muon_momentum: float = attrs.field(
+        default=0.95, validator=between(0.0, 1.0, high_inclusive=False)
+    )
     adam_beta1: float = attrs.field(default=0.9, validator=between(0.0, 1.0, high_inclusive=False))
     adam_beta2: float = attrs.field(default=0.95, validator=between(0.0, 1.0, high_inclusive=False))
     #: Clip the global gradient norm to this value (0 disables clipping).

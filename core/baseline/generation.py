@@ -24,6 +24,9 @@ class SamplingOptions:
     top_p: float | None = None
     seed: int | None = None
     num_samples: int = 1
+    #: End each sample at its first end-of-segment token (the end of a speech, a document)
+    #: instead of rendering the token as the dataset's delimiter and going on.
+    stop_at_segment_end: bool = False
 
     def check(self) -> None:
         """Reject out-of-range options with a message naming the flag."""
@@ -85,4 +88,21 @@ def generate(run: LoadedRun, prompt: str, options: SamplingOptions | None = None
                 next_ids = torch.multinomial(probabilities, 1, generator=generator)
             tokens = torch.cat([tokens, next_ids.to(device)], dim=1)
     start = len(context)
-    return [run.tokenizer.decode(row[start:].tolist()) for row in tokens]
+    return [
+        render(run, row[start:].tolist(), stop_at_segment_end=options.stop_at_segment_end)
+        for row in tokens
+    ]
+
+
+def render(run: LoadedRun, ids: list[int], *, stop_at_segment_end: bool = False) -> str:
+    """Text of generated ``ids``: each end-of-segment token becomes the dataset's delimiter
+    (``run.end_of_segment_text``), or, with ``stop_at_segment_end``, ends the text."""
+    pieces: list[list[int]] = [[]]
+    for token in ids:
+        if token == run.end_of_segment_id:
+            if stop_at_segment_end:
+                break
+            pieces.append([])
+        else:
+            pieces[-1].append(token)
+    return run.end_of_segment_text.join(run.tokenizer.decode(piece) for piece in pieces)

@@ -28,6 +28,9 @@ class LoadedRun:
     seq_len: int
     end_of_segment_id: int
     inference_config: dict[str, Any]
+    #: What the end-of-segment token stands for in the training text (the dataset's
+    #: delimiter); generated text renders the token as this.
+    end_of_segment_text: str = ""
 
 
 def load_run(run_dir: str | Path, *, plugins: PluginSet | None = None) -> LoadedRun:
@@ -65,4 +68,11 @@ def load_run(run_dir: str | Path, *, plugins: PluginSet | None = None) -> Loaded
         ) from None
     model.load_state_dict(state)
     model.eval()
-    return LoadedRun(model, tokenizer, info["seq_len"], info["end_of_segment_id"], info)
+    return LoadedRun(
+        model,
+        tokenizer,
+        info["seq_len"],
+        info["end_of_segment_id"],
+        info,
+        info.get("end_of_segment_text", ""),
+    )

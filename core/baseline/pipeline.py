@@ -6,7 +6,6 @@ import logging
 import random
 import shutil
 import sys
-import time
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
@@ -16,59 +15,24 @@ import attrs
 import numpy as np
 
 from baseline import artifacts
+from baseline.components import Components, resolve_components
 from baseline.config import ExperimentConfig
+from baseline.data_preparation import prepare_data
 from baseline.distributed import DistributedContext, init_distributed
-from baseline.errors import BaselineError, ConfigError, DataError
+from baseline.errors import BaselineError, ConfigError
 from baseline.loading import experiment_to_data, unstructure_config
 from baseline.metrics import MetricsPlan, MetricsRouter
 from baseline.plugins import PluginSet, default_plugins
-from baseline.protocols import (
-    DatasetAdapter,
-    LoggerSession,
-    MetricRecord,
-    ModelAdapter,
-    RunInfo,
-    SplitAdapter,
-    TokenizerAdapter,
-)
+from baseline.prepared_data import PreparedData
+from baseline.protocols import LoggerSession, MetricRecord, RunInfo
 from baseline.registry import ComponentRegistry
-from baseline.token_cache import adapter_fingerprint, cache_key, load_or_build
-from baseline.tokens import TokenStream, build_token_stream, check_split_plan
 from baseline.validation import logger_settings, validate_experiment_config
 from baseline.versions import environment_versions
-from baseline.windows import range_window_starts
 
 if TYPE_CHECKING:
     from baseline.training import Trainer
 
 log = logging.getLogger("baseline")
-
-
-@attrs.frozen
-class Components:
-    """The adapters an experiment resolved to."""
-
-    dataset: DatasetAdapter
-    tokenizer: TokenizerAdapter
-    model: ModelAdapter
-    split: SplitAdapter
-
-
-@attrs.frozen
-class PreparedData:
-    """The token stream and the token ranges of each side of the split."""
-
-    stream: TokenStream
-    train_ranges: list[tuple[int, int]]
-    validation_ranges: list[tuple[int, int]]
-    train_tokens: int
-    validation_tokens: int
-    validation_bytes: int
-
-    @property
-    def tokens(self) -> np.ndarray:
-        """All tokens (a memory map when the stream is cached)."""
-        return self.stream.tokens
 
 
 @attrs.frozen
@@ -79,24 +43,6 @@ class RunResult:
     steps: int
     tokens_seen: int
     final_metrics: Mapping[str, float]
-
-
-def resolve_components(config: ExperimentConfig, registry: ComponentRegistry) -> Components:
-    """Build every adapter from its registered factory."""
-    built: dict[str, Any] = {}
-    for section in ("dataset", "tokenizer", "model", "split"):
-        section_config = getattr(config, section)
-        component = registry.get(section, registry.name_of(section, section_config))
-        try:
-            built[section] = component.create(section_config)
-        except (ConfigError, DataError):
-            raise
-        except Exception as error:
-            raise DataError(
-                f"{section} {component.name!r} from {component.distribution} failed to build: "
-                f"{type(error).__name__}: {error}"
-            ) from error
-    return Components(**built)
 
 
 def default_run_name(config: ExperimentConfig) -> str:
@@ -111,104 +57,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def token_cache_root(config: ExperimentConfig) -> Path:
-    """Where token streams are cached for this experiment."""
-    if config.run.token_cache_dir is not None:
-        return Path(config.run.token_cache_dir)
-    return Path(config.run.artifacts_root) / ".token_cache"
-
-
-def load_token_stream(
-    config: ExperimentConfig, components: Components, config_data: Mapping[str, Any]
-) -> TokenStream:
-    """Tokenize the corpus, or reuse the cached stream of an identical dataset and tokenizer."""
-    started = time.perf_counter()
-    dataset_fingerprint = adapter_fingerprint(components.dataset)
-    tokenizer_fingerprint = adapter_fingerprint(components.tokenizer)
-    if dataset_fingerprint is None or tokenizer_fingerprint is None:
-        stream = build_token_stream(components.dataset.segments(), components.tokenizer)
-        log.info(
-            "token stream: %s tokens (%.1fs; not cached: an adapter has no fingerprint)",
-            f"{len(stream.tokens):,}",
-            time.perf_counter() - started,
-        )
-        return stream
-    key = cache_key(
-        {
-            "dataset": config_data["dataset"],
-            "tokenizer": config_data["tokenizer"],
-            "dataset_fingerprint": dataset_fingerprint,
-            "tokenizer_fingerprint": tokenizer_fingerprint,
-        }
-    )
-    stream, hit = load_or_build(
-        token_cache_root(config), key, components.dataset.segments, components.tokenizer
-    )
-    log.info(
-        "token stream: %s tokens in %s segments, %s (%.1fs)",
-        f"{len(stream.tokens):,}",
-        f"{stream.num_segments:,}",
-        "loaded from the token cache, tokenization skipped" if hit else "tokenized and cached",
-        time.perf_counter() - started,
-    )
-    return stream
-
-
-def prepare_data(
-    config: ExperimentConfig, components: Components, config_data: Mapping[str, Any]
-) -> PreparedData:
-    """Fit the tokenizer, build (or reuse) the token stream, split it, check its size."""
-    started = time.perf_counter()
-    components.tokenizer.fit(components.dataset.segments())
-    log.info(
-        "tokenizer ready: %d tokens in vocabulary (%.1fs)",
-        components.tokenizer.vocab_size,
-        time.perf_counter() - started,
-    )
-    stream = load_token_stream(config, components, config_data)
-    plan = components.split.split(stream.segment_token_counts)
-    check_split_plan(plan, stream.num_segments)
-    train = np.asarray(plan.train, dtype=np.int64)
-    validation = np.asarray(plan.validation, dtype=np.int64)
-    prepared = PreparedData(
-        stream=stream,
-        train_ranges=stream.ranges(train),
-        validation_ranges=stream.ranges(validation),
-        train_tokens=stream.token_count(train),
-        validation_tokens=stream.token_count(validation),
-        validation_bytes=stream.byte_count(validation),
-    )
-    _check_data_size(config, prepared)
-    return prepared
-
-
-def _check_data_size(config: ExperimentConfig, data: PreparedData) -> None:
-    train = config.train
-    window = train.seq_len + 1
-    train_windows = range_window_starts(data.train_ranges, train.seq_len, train.effective_stride)
-    if not len(train_windows):
-        raise ConfigError(
-            f"the training split has {data.train_tokens:,} tokens and no run of segments as "
-            f"long as one window of seq_len + 1 = {window}; lower train.seq_len or use more data",
-            key_path="train.seq_len",
-        )
-    used = int(len(train_windows) * train.data_fraction)
-    if used < train.batch_size:
-        raise ConfigError(
-            f"the training split gives {used:,} windows (seq_len={train.seq_len}, "
-            f"stride={train.effective_stride}, data_fraction={train.data_fraction}), fewer than "
-            f"one batch of {train.batch_size}; lower train.batch_size or use more data",
-            key_path="train.batch_size",
-        )
-    if not len(range_window_starts(data.validation_ranges, train.seq_len, train.seq_len)):
-        raise ConfigError(
-            f"the validation split has {data.validation_tokens:,} tokens "
-            f"({data.stream.num_segments:,} segments in all) and no window of {window} tokens; "
-            "lower split.train_fraction or train.seq_len",
-            key_path="split",
-        )
 
 
 def model_pipeline(
@@ -287,7 +135,10 @@ def _run_distributed(
                     "train_tokens": data.train_tokens,
                     "validation_tokens": data.validation_tokens,
                     "validation_bytes": data.validation_bytes,
-                    "segments": data.stream.num_segments,
+                    "segments": data.num_segments,
+                    "train_segments": data.train_segments,
+                    "validation_segments": data.validation_segments,
+                    "end_of_segment_text": data.end_of_segment_text,
                 },
             },
         )
@@ -345,7 +196,7 @@ def _run_distributed(
         if dist.is_main:
             artifacts.atomic_write_json(
                 run_dir / artifacts.INFERENCE_CONFIG_FILENAME,
-                _inference_config(config, registry, components, tokenizer_file),
+                _inference_config(config, registry, components, tokenizer_file, data),
             )
         exit_code = 0
     except KeyboardInterrupt:
@@ -380,7 +231,8 @@ def _prepare_training(
     from baseline.training import Trainer  # torch is imported only once training starts
 
     plan = metrics_plan(config, registry)
-    trainer = Trainer(config, components, data, run_dir, config_data, dist, plan)
+    model = components.model.build(components.tokenizer.vocab_size, config.train.seq_len)
+    trainer = Trainer(config, model, components.tokenizer, data, run_dir, config_data, dist, plan)
     return data, trainer, config_data
 
 
@@ -413,6 +265,7 @@ def _inference_config(
     registry: ComponentRegistry,
     components: Components,
     tokenizer_file: str,
+    data: PreparedData,
 ) -> dict[str, Any]:
     return {
         "format_version": 1,
@@ -428,6 +281,7 @@ def _inference_config(
         },
         "vocab_size": components.tokenizer.vocab_size,
         "end_of_segment_id": components.tokenizer.end_of_segment_id,
+        "end_of_segment_text": data.end_of_segment_text,
         "seq_len": config.train.seq_len,
     }
 

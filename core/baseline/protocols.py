@@ -26,7 +26,13 @@ class DatasetAdapter(Protocol):
         ...
 
     # Optional: ``fingerprint() -> str``, a hash that changes whenever ``segments()`` would
-    # yield something else. With it (and the tokenizer's), token streams are cached on disk.
+    # yield something else. With it (and the tokenizer's), token streams are cached on disk
+    # and tokenizer files can tell whether they were fitted on this dataset.
+    #
+    # Optional: ``segment_delimiter: str``, the text that separates segments in the source
+    # (``"\n\n"`` for paragraphs, ``"\n"`` for lines). The end-of-segment token stands for
+    # it: bits per byte count its bytes, and generated text renders the token as it. Without
+    # the attribute the token stands for nothing (0 bytes, rendered as nothing).
 
 
 @runtime_checkable
@@ -43,10 +49,15 @@ class TokenizerAdapter(Protocol):
         """Token appended after every segment when the token stream is built."""
         ...
 
-    def fit(self, texts: Iterator[str]) -> None:
+    def fit(self, texts: Iterator[str], source: FitSource) -> None:
         """Make the tokenizer ready: load its configured file, or train on ``texts`` and save.
 
-        ``texts`` is consumed only when training is needed.
+        ``texts`` yields the training segments only (never a validation segment) and is
+        consumed only when training is needed. ``source`` says which dataset and which of its
+        segments ``texts`` are: a tokenizer that saves what it learned records it beside the
+        file (:func:`baseline.fit_record.write_fit_record`) and, when it reuses a file, checks
+        that the file did not learn from this split's validation segments
+        (:func:`baseline.fit_record.check_fit_record`).
         """
         ...
 
@@ -114,6 +125,30 @@ class AttentionProbe(Protocol):
         ...
 
 
+@attrs.frozen(eq=False)
+class FitSource:
+    """What a tokenizer's ``fit`` receives: the training segments of one dataset.
+
+    ``train_mask[i]`` is true when segment ``i`` (in the dataset's order) is a training
+    segment; ``dataset_identity`` changes whenever the dataset would yield other segments
+    (``None`` when the dataset adapter has no fingerprint).
+    """
+
+    dataset_name: str
+    dataset_identity: str | None
+    train_mask: np.ndarray
+
+    @property
+    def num_segments(self) -> int:
+        """Segments in the dataset, both sides of the split."""
+        return len(self.train_mask)
+
+    @property
+    def num_train_segments(self) -> int:
+        """Segments ``fit`` may read."""
+        return int(self.train_mask.sum())
+
+
 @attrs.frozen
 class SplitPlan:
     """Segment indices (into the dataset's segment order) for training and validation."""
@@ -124,10 +159,19 @@ class SplitPlan:
 
 @runtime_checkable
 class SplitAdapter(Protocol):
-    """Assigns each segment of the corpus to training or validation."""
+    """Assigns each segment of the corpus to training or validation.
 
-    def split(self, segment_token_counts: np.ndarray) -> SplitPlan:
-        """Return disjoint train/validation segment indices; deterministic for a config."""
+    The split runs before anything learns from the data (the tokenizer is fitted on the
+    training side only), so it sees what is known before tokenization: each segment's size
+    in UTF-8 bytes.
+    """
+
+    def split(self, segment_byte_counts: np.ndarray) -> SplitPlan:
+        """Return disjoint train/validation segment indices; deterministic for a config.
+
+        ``segment_byte_counts[i]`` is the UTF-8 size of segment ``i`` (an int64 array, possibly
+        a read-only memory map: do not write to it).
+        """
         ...
 
 

@@ -17,16 +17,23 @@ Every check raises ``AssertionError`` with a message naming the broken rule.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import attrs
 import numpy as np
 
+from baseline.config import TokenizerConfig, path_field
+from baseline.fit_record import whole_corpus_source
+from baseline.hookspecs import Register, hookimpl
 from baseline.plugins import PluginSet, PluginSource, activated, discover
 from baseline.protocols import (
     DatasetAdapter,
+    FitSource,
     LoggerAdapter,
     MetricRecord,
     ModelAdapter,
@@ -37,12 +44,16 @@ from baseline.protocols import (
 
 __all__ = [
     "SAMPLE_TEXTS",
+    "RecordingTokenizer",
+    "RecordingTokenizerConfig",
+    "RecordingTokenizerPlugin",
     "check_dataset_adapter",
     "check_logger_adapter",
     "check_model_adapter",
     "check_split_adapter",
     "check_tokenizer_adapter",
     "in_process_plugins",
+    "read_fit_recording",
     "tiny_experiment_data",
     "using_plugins",
 ]
@@ -78,6 +89,89 @@ def using_plugins(*plugins: object, installed: bool = True) -> Iterator[PluginSe
     """Activate in-process plugins for the CLI and ``model_pipeline`` inside a ``with`` block."""
     with activated(in_process_plugins(*plugins, installed=installed)) as plugin_set:
         yield plugin_set
+
+
+@attrs.frozen(kw_only=True)
+class RecordingTokenizerConfig(TokenizerConfig):
+    """The ``recording`` tokenizer: bytes as ids, and a log of every text ``fit`` receives."""
+
+    #: JSON-lines file that ``fit`` appends every text it is given to (with the process id).
+    record_path: str = path_field()
+
+
+class RecordingTokenizer:
+    """A byte-level tokenizer (ids 0-255, end-of-segment 256) whose ``fit`` learns nothing
+    but appends every text it is handed to ``record_path``: what proves, in a test, which
+    segments reach a tokenizer's ``fit`` (see :func:`read_fit_recording`)."""
+
+    vocab_size = 257
+    end_of_segment_id = 256
+
+    def __init__(self, config: RecordingTokenizerConfig) -> None:
+        self.config = config
+
+    def fit(self, texts: Iterator[str], source: FitSource) -> None:
+        """Append each text (and the source's segment counts) to ``record_path``."""
+        path = Path(self.config.record_path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a", encoding="utf-8") as handle:
+            handle.write(
+                json.dumps(
+                    {
+                        "pid": os.getpid(),
+                        "source": {
+                            "dataset": source.dataset_name,
+                            "segments": source.num_segments,
+                            "train_segments": source.num_train_segments,
+                        },
+                    }
+                )
+                + "\n"
+            )
+            for text in texts:
+                handle.write(json.dumps({"pid": os.getpid(), "text": text}) + "\n")
+
+    def load(self, path: Path) -> None:
+        """Nothing to load: the encoding is fixed."""
+
+    def save(self, directory: Path) -> str:
+        """Write a marker file (the encoding needs no state)."""
+        (directory / "recording_tokenizer.json").write_text("{}\n", encoding="utf-8")
+        return "recording_tokenizer.json"
+
+    def fingerprint(self) -> str:
+        """Constant: the encoding never changes."""
+        return "recording-bytes-1"
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        """UTF-8 bytes of each text."""
+        return [list(text.encode("utf-8")) for text in texts]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """Text of the byte ids; the end-of-segment id is dropped."""
+        return bytes(i for i in ids if i < 256).decode("utf-8", errors="replace")
+
+
+class RecordingTokenizerPlugin:
+    """A plugin object registering tokenizer ``recording`` (for :func:`in_process_plugins`, or
+    as the entry point ``baseline.testing:RecordingTokenizerPlugin`` of a test distribution)."""
+
+    @staticmethod
+    @hookimpl
+    def baseline_register_tokenizers(register: Register) -> None:
+        """Register the ``recording`` tokenizer."""
+        register("recording", RecordingTokenizerConfig, RecordingTokenizer)
+
+
+def read_fit_recording(path: Path) -> dict[int, list[str]]:
+    """The texts each process's ``RecordingTokenizer.fit`` received, by process id."""
+    texts: dict[int, list[str]] = {}
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        entry = json.loads(line)
+        received = texts.setdefault(entry["pid"], [])
+        if "text" in entry:
+            received.append(entry["text"])
+    return texts
 
 
 def tiny_experiment_data(workdir: Path, *, corpus: str | None = None) -> dict[str, Any]:
@@ -137,11 +231,13 @@ def check_tokenizer_adapter(
 ) -> TokenizerAdapter:
     """``make()`` returns a fresh adapter. Fit, round trip ``texts``, save and reload.
 
-    Checks ids are within ``vocab_size``, ``decode(encode(t)) == t``, the end-of-segment id
-    is valid, and a tokenizer loaded from :meth:`save`'s file encodes identically.
+    ``fit`` gets ``training_texts`` with a :class:`~baseline.protocols.FitSource` saying they
+    are all training segments of one (fingerprint-less) dataset. Checks ids are within
+    ``vocab_size``, ``decode(encode(t)) == t``, the end-of-segment id is valid, and a
+    tokenizer loaded from :meth:`save`'s file encodes identically.
     """
     tokenizer: TokenizerAdapter = make()
-    tokenizer.fit(iter(training_texts))
+    tokenizer.fit(iter(training_texts), whole_corpus_source(len(training_texts)))
     # isinstance() reads the protocol's properties, which may need a fitted tokenizer.
     assert isinstance(tokenizer, TokenizerAdapter), "adapter does not satisfy TokenizerAdapter"
     assert tokenizer.vocab_size > 0, "vocab_size must be positive"
@@ -198,9 +294,15 @@ def check_model_adapter(adapter: ModelAdapter, *, vocab_size: int = 64, seq_len:
     return model
 
 
-def check_split_adapter(adapter: SplitAdapter, segment_token_counts: Sequence[int]) -> Any:
-    """Train and validation are disjoint, in range, non-empty, and deterministic."""
-    counts = np.asarray(segment_token_counts, dtype=np.int64)
+def check_split_adapter(adapter: SplitAdapter, segment_byte_counts: Sequence[int]) -> Any:
+    """Train and validation are disjoint, in range, non-empty, and deterministic.
+
+    ``segment_byte_counts`` are the segments' UTF-8 sizes (what the core gives a split: it
+    runs before tokenization). The adapter gets them read-only, as the core may pass a
+    memory map.
+    """
+    counts = np.array(segment_byte_counts, dtype=np.int64)
+    counts.setflags(write=False)
     assert isinstance(adapter, SplitAdapter), "adapter has no split() method"
     plan = adapter.split(counts)
     train, validation = np.asarray(plan.train), np.asarray(plan.validation)
@@ -209,7 +311,7 @@ def check_split_adapter(adapter: SplitAdapter, segment_token_counts: Sequence[in
         assert side.min() >= 0 and side.max() < len(counts), f"{name} indices out of range"
         assert len(np.unique(side)) == len(side), f"{name} repeats a segment"
     assert not np.intersect1d(train, validation).size, "a segment is in both train and validation"
-    again = adapter.split(counts.copy())
+    again = adapter.split(counts)
     assert np.array_equal(again.train, plan.train), "split is not deterministic"
     assert np.array_equal(again.validation, plan.validation), "split is not deterministic"
     return plan

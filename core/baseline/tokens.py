@@ -8,7 +8,7 @@ be tokenized and trained on.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ import numpy as np
 
 from baseline.errors import DataError
 from baseline.protocols import SplitPlan, TokenizerAdapter
+from baseline.segment_sizes import chunks, utf8_sizes
 
 ENCODE_CHUNK_SEGMENTS = 1024
 TOKENS_FILENAME = "tokens.bin"
@@ -67,17 +68,6 @@ class TokenStream:
         return int(self.byte_counts[np.asarray(segment_indices, dtype=np.int64)].sum())
 
 
-def _chunks(texts: Iterable[str], size: int) -> Iterator[list[str]]:
-    chunk: list[str] = []
-    for text in texts:
-        chunk.append(text)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
-
-
 def token_dtype(vocab_size: int) -> np.dtype[np.unsignedinteger] | np.dtype[np.signedinteger]:
     """The smallest dtype holding every token id."""
     return np.dtype(np.uint16) if vocab_size <= 2**16 else np.dtype(np.int32)
@@ -104,11 +94,11 @@ def build_token_stream(
         sizes_path.open("wb") as sizes_out,
         bytes_path.open("wb") as bytes_out,
     ):
-        for chunk in _chunks(segments, ENCODE_CHUNK_SEGMENTS):
+        for chunk in chunks(segments, ENCODE_CHUNK_SEGMENTS):
             flat, sizes = _encode_chunk(chunk, tokenizer, eos, dtype)
             tokens_out.write(flat.tobytes())
             sizes_out.write(sizes.tobytes())
-            bytes_out.write(_utf8_sizes(chunk).tobytes())
+            bytes_out.write(utf8_sizes(chunk).tobytes())
             segments_written += len(chunk)
     if not segments_written:
         raise DataError("the dataset yielded no segments")
@@ -128,11 +118,11 @@ def _build_in_memory(segments: Iterable[str], tokenizer: TokenizerAdapter) -> To
     pieces: list[np.ndarray] = []
     sizes: list[np.ndarray] = []
     byte_counts: list[np.ndarray] = []
-    for chunk in _chunks(segments, ENCODE_CHUNK_SEGMENTS):
+    for chunk in chunks(segments, ENCODE_CHUNK_SEGMENTS):
         flat, chunk_sizes = _encode_chunk(chunk, tokenizer, eos, dtype)
         pieces.append(flat)
         sizes.append(chunk_sizes)
-        byte_counts.append(_utf8_sizes(chunk))
+        byte_counts.append(utf8_sizes(chunk))
     if not sizes:
         raise DataError("the dataset yielded no segments")
     lengths = np.concatenate(sizes)
@@ -154,10 +144,6 @@ def _encode_chunk(
         flat[position + size - 1] = eos
         position += size
     return flat, sizes
-
-
-def _utf8_sizes(chunk: list[str]) -> np.ndarray:
-    return np.fromiter((len(t.encode("utf-8")) for t in chunk), dtype=np.int64, count=len(chunk))
 
 
 #: Segments per block when turning the raw per-segment files into ``.npy`` arrays.

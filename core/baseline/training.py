@@ -11,8 +11,9 @@ import math
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import attrs
 import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
@@ -33,20 +34,18 @@ from baseline.distributed import DistributedContext, check_divisible
 from baseline.errors import ConfigError, RunInterrupted, TrainingError
 from baseline.metrics import MetricsPlan, MetricsRouter
 from baseline.optim import build_optimizer, learning_rate_factor
-from baseline.protocols import MetricRecord
+from baseline.prepared_data import PreparedData
+from baseline.protocols import MetricRecord, TokenizerAdapter
 from baseline.signals import StopRequest, graceful_stop
 from baseline.token_cache import adapter_fingerprint
 from baseline.windows import EvalWindows, TrainWindows
-
-if TYPE_CHECKING:
-    from baseline.pipeline import Components, PreparedData
 
 log = logging.getLogger("baseline")
 
 #: Config keys that must not change when a run is resumed (the data order and model depend on them).
 RESUME_LOCKED_SECTIONS = ("dataset", "tokenizer", "model", "split")
 RESUME_LOCKED_KEYS = {
-    "train": ("seq_len", "stride", "batch_size", "data_fraction"),
+    "train": ("seq_len", "stride", "batch_size", "data_fraction", "optimizer"),
     "run": ("seed",),
 }
 
@@ -89,9 +88,33 @@ def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def locked_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
-    """Key paths that differ between two config dicts and make resuming unsafe."""
+def config_defaults(config: ExperimentConfig) -> dict[str, Any]:
+    """``section.key`` -> the default value of every config field that has a plain default."""
+    defaults: dict[str, Any] = {}
+    for section in (*RESUME_LOCKED_SECTIONS, *RESUME_LOCKED_KEYS):
+        section_config = getattr(config, section, None)
+        if section_config is None or not attrs.has(type(section_config)):
+            continue
+        for field in attrs.fields(type(section_config)):
+            if field.default is not attrs.NOTHING and not isinstance(field.default, attrs.Factory):  # type: ignore[arg-type]
+                defaults[f"{section}.{field.name}"] = field.default
+    return defaults
+
+
+def locked_differences(
+    saved: Mapping[str, Any],
+    current: Mapping[str, Any],
+    defaults: Mapping[str, Any] | None = None,
+) -> list[str]:
+    """Key paths that differ between two config dicts and make resuming unsafe.
+
+    A key the saved config lacks (written before the option existed) matches a current value
+    equal to the option's default in ``defaults``: that is what the older run did.
+    """
     old, new = flatten(saved), flatten(current)
+    for key, value in (defaults or {}).items():
+        if key not in old and new.get(key) == value:
+            old[key] = value
     locked_prefixes = tuple(f"{section}." for section in RESUME_LOCKED_SECTIONS)
     locked_exact = {
         f"{section}.{key}" for section, keys in RESUME_LOCKED_KEYS.items() for key in keys
@@ -106,12 +129,17 @@ def locked_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> 
 
 
 class Trainer:
-    """Owns the model, optimizer and counters of one run."""
+    """Owns the model, optimizer and counters of one run.
+
+    It depends on plain values only: the built (untrained) model, the fitted tokenizer (for
+    samples and the resume check) and the prepared token ranges.
+    """
 
     def __init__(
         self,
         config: ExperimentConfig,
-        components: Components,
+        model: torch.nn.Module,
+        tokenizer: TokenizerAdapter,
         data: PreparedData,
         run_dir: Path,
         config_data: Mapping[str, Any],
@@ -150,9 +178,9 @@ class Trainer:
             rank=self.dist.rank,
             world_size=self.dist.world_size,
         )
-        self.tokens_per_byte = data.validation_tokens / max(1, data.validation_bytes)
-        vocab_size = components.tokenizer.vocab_size
-        self.model = components.model.build(vocab_size, train.seq_len).to(self.device)
+        self.tokens_per_byte = data.tokens_per_byte
+        self.end_of_segment_text = data.end_of_segment_text
+        self.model = model.to(self.device)
         self.num_parameters = sum(p.numel() for p in self.model.parameters())
         self.train_model: torch.nn.Module = self.model
         self._ddp: DistributedDataParallel | None = None
@@ -172,7 +200,7 @@ class Trainer:
             model_name=f"model {config_data.get('model', {}).get('name', '')!r}",
             autocast=self._autocast,
         )
-        self.optimizer = build_optimizer(self.model, train)
+        self.optimizer = build_optimizer(self.model, train, tokenizer.vocab_size)
         self.accumulation = train.grad_accumulation_steps
         self.steps_per_epoch = self.windows.steps_per_epoch // self.accumulation
         self.tokens_per_step = train.batch_size * self.accumulation * train.seq_len
@@ -181,8 +209,8 @@ class Trainer:
             run_dir, config.run.checkpoint_filename, config.run.keep_last_checkpoints
         )
         self.checkpoint_path = self.checkpoint_paths[0]
-        self.tokenizer = components.tokenizer
-        self.tokenizer_fingerprint = adapter_fingerprint(components.tokenizer)
+        self.tokenizer = tokenizer
+        self.tokenizer_fingerprint = adapter_fingerprint(tokenizer)
         self.step = 0
         self.epoch = 0
         self.step_in_epoch = 0
@@ -234,7 +262,9 @@ class Trainer:
             log.info("no checkpoint in %s yet: starting from the beginning", self.run_dir)
             return
         path, state = found
-        differing = locked_differences(state["config"], self.config_data)
+        differing = locked_differences(
+            state["config"], self.config_data, config_defaults(self.config)
+        )
         if differing:
             raise ConfigError(
                 f"cannot resume {path}: these keys differ from the checkpoint's "
@@ -606,6 +636,7 @@ class Trainer:
             self.train_config.seq_len,
             self.tokenizer.end_of_segment_id,
             {},
+            self.end_of_segment_text,
         )
         # A private generator seeded by step: sampling never disturbs the training RNG.
         options = SamplingOptions(

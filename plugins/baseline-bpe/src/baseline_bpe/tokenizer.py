@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -11,9 +12,12 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from baseline.artifacts import atomic_write_text
 from baseline.errors import ConfigError, DataError
+from baseline.fit_record import check_fit_record, write_fit_record
+from baseline.protocols import FitSource
 from baseline_bpe.config import BPETokenizerConfig
 
 RUN_DIR_FILENAME = "tokenizer.json"
+log = logging.getLogger("baseline")
 
 
 class BPETokenizer:
@@ -40,8 +44,13 @@ class BPETokenizer:
         """Id of ``<|endofsegment|>``."""
         return self.config.base_vocab_size
 
-    def fit(self, texts: Iterator[str]) -> None:
-        """Load ``vocab_path`` if it exists (it must match), else train on ``texts`` and save."""
+    def fit(self, texts: Iterator[str], source: FitSource) -> None:
+        """Load ``vocab_path`` if it exists, else train on ``texts`` and save it.
+
+        The file is written with its fit record (``<vocab_path>.fit.json``: which dataset and
+        which segments it learned from). An existing file must match the config and must
+        not have learned from any of this split's validation segments.
+        """
         path = Path(self.config.vocab_path)
         if path.is_dir():
             raise ConfigError(
@@ -49,11 +58,17 @@ class BPETokenizer:
                 key_path="tokenizer.vocab_path",
             )
         if path.exists():
-            self._tokenizer = self._read(path, key_path="tokenizer.vocab_path")
+            tokenizer = self._read(path, key_path="tokenizer.vocab_path")
+            log.info(
+                "tokenizer: %s", check_fit_record(path, source, key_path="tokenizer.vocab_path")
+            )
+            self._tokenizer = tokenizer
             return
         self._tokenizer = self._train(texts)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
+            # The record first: a vocab file never exists without the record of what it saw.
+            write_fit_record(path, source, tokenizer="bpe")
             atomic_write_text(path, self._tokenizer.to_str())
         except OSError as error:
             raise ConfigError(

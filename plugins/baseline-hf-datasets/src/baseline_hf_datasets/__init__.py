@@ -74,6 +74,10 @@ class HFTextDatasetConfig(DatasetConfig):
     trust_remote_code: bool = False
     #: Stop after this many non-blank rows.
     max_segments: int | None = attrs.field(default=None, validator=at_least(1))
+    #: What separates two rows in the source text: the end-of-segment token stands for it
+    #: (bits per byte count its bytes; samples render the token as it). ``"\n"`` suits the
+    #: ``text`` builder's one row per line; use ``"\n\n"`` for paragraphs or documents.
+    segment_delimiter: str = "\n"
     #: Directory that a relative local ``path`` and builder ``data_files`` are resolved
     #: against. A path field: the default ``"."`` becomes the experiment file's directory.
     base_dir: str = path_field(default=".", validator=_non_empty)

@@ -67,6 +67,11 @@ class HFTextDataset:
 
     # -- public -------------------------------------------------------------------------
 
+    @property
+    def segment_delimiter(self) -> str:
+        """The delimiter the end-of-segment token stands for (``config.segment_delimiter``)."""
+        return self.config.segment_delimiter
+
     def segments(self) -> Iterator[str]:
         """Yield the split's non-blank texts in dataset order, at most ``max_segments``."""
         digest = hashlib.sha256()

@@ -18,7 +18,9 @@ class HoldoutSplitConfig(SplitConfig):
     """Hold out whole segments for validation.
 
     Segments are taken in corpus order (or in an order shuffled by ``seed``) until
-    ``train_fraction`` of the tokens are in the training split; the rest validate.
+    ``train_fraction`` of the corpus' UTF-8 bytes are in the training split; the rest
+    validate. The split is decided before tokenization (the tokenizer is then fitted on the
+    training side only), so it does not depend on the tokenizer.
     """
 
     train_fraction: float = attrs.field(
@@ -29,14 +31,14 @@ class HoldoutSplitConfig(SplitConfig):
 
 
 class HoldoutSplit:
-    """Splits segments by cumulative token count."""
+    """Splits segments by cumulative UTF-8 size."""
 
     def __init__(self, config: HoldoutSplitConfig) -> None:
         self.config = config
 
-    def split(self, segment_token_counts: np.ndarray) -> SplitPlan:
+    def split(self, segment_byte_counts: np.ndarray) -> SplitPlan:
         """Return sorted train and validation segment indices; each side gets >= 1 segment."""
-        counts = np.asarray(segment_token_counts, dtype=np.int64)
+        counts = np.asarray(segment_byte_counts, dtype=np.int64)
         if len(counts) < 2:
             raise ConfigError(
                 f"holdout needs at least 2 segments, the dataset has {len(counts)}; "

@@ -81,6 +81,11 @@ class LocalTextDataset:
             )
         return segments
 
+    @property
+    def segment_delimiter(self) -> str:
+        """The delimiter the end-of-segment token stands for (counted in bits per byte)."""
+        return self.config.segment_delimiter
+
     def fingerprint(self) -> str:
         """Hash of the file's bytes: the token cache is reused only for identical content."""
         if self._segments is None:
