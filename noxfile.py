@@ -22,6 +22,13 @@ STANDARD_PLUGINS = ["baseline-text", "baseline-bpe", "baseline-decoder", "baseli
 BENCH_EXTRA_PLUGINS = {
     "hf_streaming_memory": ["baseline-hf-datasets"],
     "diagnostics": ["baseline-wandb"],
+    # `baseline plugins` must not import the heavy libraries of these plugins.
+    "startup": [
+        "baseline-wandb",
+        "baseline-hf-datasets",
+        "baseline-tensorboard",
+        "baseline-mlflow",
+    ],
 }
 CONSTRAINTS = ("-c", str(ROOT / "constraints.txt"))
 TEST_TOOLS = ("pytest>=8", "hypothesis>=6.100")
@@ -32,6 +39,8 @@ OFFLINE_ENV = {
     "WANDB_MODE": "offline",
     "HF_HUB_OFFLINE": "1",
     "HF_DATASETS_OFFLINE": "1",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "DO_NOT_TRACK": "true",
     "TOKENIZERS_PARALLELISM": "false",
 }
 
@@ -45,7 +54,8 @@ def tests(session: nox.Session) -> None:
     """The core with every plugin installed: the whole suite."""
     _install_torch_first(session)
     editable = [arg for plugin in PLUGINS for arg in ("-e", f"plugins/{plugin}")]
-    session.install(*CONSTRAINTS, "-e", ".", *editable, *TEST_TOOLS)
+    # The core's `plot` extra (matplotlib) too: tests/test_plotting.py draws real figures.
+    session.install(*CONSTRAINTS, "-e", ".[plot]", *editable, *TEST_TOOLS)
     test_dirs = ["tests", *(f"plugins/{plugin}/tests" for plugin in PLUGINS)]
     session.run("pytest", HYPOTHESIS_SEED, *(session.posargs or test_dirs), env=OFFLINE_ENV)
 
@@ -71,7 +81,7 @@ def lint(session: nox.Session) -> None:
     """ruff (lint and format check) and mypy on the core."""
     _install_torch_first(session)
     session.install(
-        *CONSTRAINTS, "-e", ".", "ruff>=0.6", "mypy>=1.10", "pytest>=8", "hypothesis>=6.100"
+        *CONSTRAINTS, "-e", ".[plot]", "ruff>=0.6", "mypy>=1.10", "pytest>=8", "hypothesis>=6.100"
     )
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")

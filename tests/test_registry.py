@@ -219,7 +219,11 @@ def test_baseline_plugins_does_not_import_torch() -> None:
         import sys
         from baseline.cli import main
         main(["plugins"])
-        heavy = [m for m in ("torch", "wandb", "datasets") if m in sys.modules]
+        heavy = [
+            m
+            for m in ("torch", "wandb", "datasets", "tensorboard", "mlflow", "matplotlib")
+            if m in sys.modules
+        ]
         assert not heavy, heavy
         """
     )

@@ -1,4 +1,4 @@
-"""Command line: ``baseline run|validate|plugins`` and ``baseline-run``.
+"""Command line: ``baseline run|validate|plugins|runs|plot|sample`` and ``baseline-run``.
 
 Every user-facing failure prints one line on stderr and exits non-zero (2 for bad input, 1
 for a failed training run, 130/143 when interrupted); no traceback unless
@@ -47,6 +47,41 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_inspection_commands(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> None:
+    """``runs`` and ``plot``: look at run directories (their files only; no torch)."""
+    runs = commands.add_parser("runs", help="list the runs under an artifacts root")
+    runs.add_argument(
+        "artifacts_root",
+        nargs="?",
+        default="artifacts/runs",
+        metavar="ARTIFACTS_ROOT",
+        help="directory of run directories (run.artifacts_root; default: artifacts/runs)",
+    )
+    runs.add_argument("--json", action="store_true", help="print the runs as a JSON list")
+    plot = commands.add_parser("plot", help="plot one metric of several runs into an image")
+    plot.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories")
+    plot.add_argument(
+        "--metric",
+        default="val_bpb",
+        help="a key of metrics.jsonl: val_bpb (default), val_loss, train_loss, learning_rate, ...",
+    )
+    plot.add_argument(
+        "--x",
+        choices=("tokens", "step", "time"),
+        default="tokens",
+        help="x-axis: tokens seen (default), optimizer step, or training time in seconds",
+    )
+    plot.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        metavar="FILE",
+        help="image to write; the format follows the suffix (.png, .svg, .pdf)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``baseline`` argument parser."""
     parser = argparse.ArgumentParser(
@@ -59,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate = commands.add_parser("validate", help="check an experiment file without training")
     _add_experiment_arguments(validate)
     commands.add_parser("plugins", help="list installed plugins and their components")
+    _add_inspection_commands(commands)
     sample = commands.add_parser("sample", help="generate text from a finished run")
     sample.add_argument("run_dir", help="a run directory (holds inference_config.json)")
     source = sample.add_mutually_exclusive_group()
@@ -184,10 +220,47 @@ def command_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_runs(args: argparse.Namespace) -> int:
+    """Print the runs under an artifacts root, newest first."""
+    import json
+    from pathlib import Path
+
+    from baseline.runs_table import render_lines, render_table, summarize_runs
+
+    root = Path(args.artifacts_root)
+    summaries = summarize_runs(root)
+    if args.json:
+        print(json.dumps([summary.to_json() for summary in summaries], indent=2))
+    elif not summaries:
+        print(f"no runs in {root}", file=sys.stderr)
+    elif sys.stdout.isatty():
+        render_table(summaries, root)
+    else:
+        render_lines(summaries, sys.stdout)
+    return 0
+
+
+def command_plot(args: argparse.Namespace) -> int:
+    """Draw one metric of several runs into an image file."""
+    from pathlib import Path
+
+    from baseline.plotting import X_AXES, plot_runs
+
+    _, series = plot_runs([Path(p) for p in args.run_dirs], args.metric, args.x, Path(args.output))
+    points = sum(len(one.x) for one in series)
+    print(
+        f"{args.output}: {args.metric} against {X_AXES[args.x]}, "
+        f"{len(series)} run{'s' if len(series) > 1 else ''}, {points} points"
+    )
+    return 0
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "run": command_run,
     "validate": command_validate,
     "plugins": command_plugins,
+    "runs": command_runs,
+    "plot": command_plot,
     "sample": command_sample,
 }
 
