@@ -229,14 +229,18 @@ def command_runs(args: argparse.Namespace) -> int:
 
     root = Path(args.artifacts_root)
     summaries = summarize_runs(root)
-    if args.json:
-        print(json.dumps([summary.to_json() for summary in summaries], indent=2))
-    elif not summaries:
-        print(f"no runs in {root}", file=sys.stderr)
-    elif sys.stdout.isatty():
-        render_table(summaries, root)
-    else:
-        render_lines(summaries, sys.stdout)
+    try:
+        if args.json:
+            print(json.dumps([summary.to_json() for summary in summaries], indent=2))
+        elif not summaries:
+            print(f"no runs in {root}", file=sys.stderr)
+        elif sys.stdout.isatty():
+            render_table(summaries, root)
+        else:
+            render_lines(summaries, sys.stdout)
+        sys.stdout.flush()
+    except BrokenPipeError:  # `baseline runs | head`: the reader has seen enough
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 

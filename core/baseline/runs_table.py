@@ -189,8 +189,8 @@ def summarize_run(
     ]
     clock = training_clock(records)
     return RunSummary(
-        name=run_dir.name,
-        path=run_dir,
+        name=run_dir.absolute().name,
+        path=run_dir.absolute(),
         state=_state(run_dir, final_model, checkpoint, held_open, updated, now),
         project=_text(run_section.get("project_name")),
         model=_text(_section(config, "model").get("name")),
