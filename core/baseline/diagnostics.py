@@ -57,8 +57,7 @@ class LayerDiagnostics:
             self.layers = {position: stack[i] for position, i in self.indices.items()}
         if "ln_grad_norms" in requested:
             self.norms = {
-                position: [m for m in layer.modules() if isinstance(m, NORM_TYPES)]
-                for position, layer in self.layers.items()
+                position: _norm_modules(model, layer) for position, layer in self.layers.items()
             }
             empty = [position for position, norms in self.norms.items() if not norms]
             if empty:
@@ -164,6 +163,15 @@ class LayerDiagnostics:
                 )
             values[f"attention_entropy_{position}"] = mean_entropy(probabilities)
         return values
+
+
+def _norm_modules(model: nn.Module, layer: nn.Module) -> list[nn.Module]:
+    """The norms of ``layer``: the model's ``diagnostic_norms(layer)`` when it has that
+    method (norm classes of other libraries), else its ``LayerNorm``/``RMSNorm`` submodules."""
+    custom = getattr(model, "diagnostic_norms", None)
+    if callable(custom):
+        return list(custom(layer))
+    return [m for m in layer.modules() if isinstance(m, NORM_TYPES)]
 
 
 def mean_entropy(probabilities: torch.Tensor) -> float:

@@ -31,6 +31,9 @@ class LoadedRun:
     #: What the end-of-segment token stands for in the training text (the dataset's
     #: delimiter); generated text renders the token as this.
     end_of_segment_text: str = ""
+    #: The model component's adapter that built ``model`` (for its optional methods, such as
+    #: ``export_hf``).
+    model_adapter: Any = None
 
 
 def load_run(run_dir: str | Path, *, plugins: PluginSet | None = None) -> LoadedRun:
@@ -58,7 +61,8 @@ def load_run(run_dir: str | Path, *, plugins: PluginSet | None = None) -> Loaded
 
     model_component = registry.get("model", info["model"]["name"])
     model_config = structure(info["model"]["config"], model_component.config_cls, "model")
-    model = model_component.create(model_config).build(info["vocab_size"], info["seq_len"])
+    model_adapter = model_component.create(model_config)
+    model = model_adapter.build(info["vocab_size"], info["seq_len"])
     weights_path = run_path / info["model"]["file"]
     try:
         state = torch.load(weights_path, map_location="cpu", weights_only=True)
@@ -75,4 +79,5 @@ def load_run(run_dir: str | Path, *, plugins: PluginSet | None = None) -> Loaded
         info["end_of_segment_id"],
         info,
         info.get("end_of_segment_text", ""),
+        model_adapter,
     )

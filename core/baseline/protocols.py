@@ -78,6 +78,11 @@ class TokenizerAdapter(Protocol):
         ...
 
     # Optional: ``fingerprint() -> str``, a hash of everything that determines the encoding.
+    #
+    # Optional: ``export_hf(directory: Path, info: ExportInfo) -> None``, write the tokenizer
+    # as a Hugging Face tokenizer (``tokenizer.json``, ``tokenizer_config.json`` and its
+    # special tokens, ``info.end_of_segment_id`` as EOS) that ``AutoTokenizer.from_pretrained``
+    # loads and that encodes text to the same ids (see :class:`ExportInfo`).
 
 
 @runtime_checkable
@@ -90,6 +95,13 @@ class ModelAdapter(Protocol):
     needs it to be both a :class:`LayeredModel` (which layers are first, middle and last)
     and an :class:`AttentionProbe`. Experiments that request a diagnostic the adapter does
     not list are refused at validation time.
+
+    Optional: ``export_hf(model: torch.nn.Module, directory: Path, info: ExportInfo) -> None``,
+    write the built and trained ``model`` as a Hugging Face causal LM (``config.json``,
+    ``model.safetensors``, ``generation_config.json``) that
+    ``AutoModelForCausalLM.from_pretrained`` loads and that computes the same logits
+    (``baseline export``; see :class:`ExportInfo`). A configuration with no equivalent raises
+    :class:`baseline.errors.ConfigError` naming the ``model.<key>`` at fault.
     """
 
     def build(self, vocab_size: int, seq_len: int) -> torch.nn.Module:
@@ -105,7 +117,9 @@ class LayeredModel(Protocol):
         """The layers in order; the core hooks the first, middle and last of them.
 
         A layer's forward output (or its first element) is the hidden state after it, and
-        its ``LayerNorm``/``RMSNorm`` submodules are the ones ``ln_grad_norms`` reports.
+        its ``LayerNorm``/``RMSNorm`` submodules are the ones ``ln_grad_norms`` reports
+        (optional: a ``diagnostic_norms(layer) -> Sequence[torch.nn.Module]`` method on the
+        model names them instead, for norm classes of other libraries).
         """
         ...
 
@@ -147,6 +161,27 @@ class FitSource:
     def num_train_segments(self) -> int:
         """Segments ``fit`` may read."""
         return int(self.train_mask.sum())
+
+
+@attrs.frozen(kw_only=True)
+class ExportInfo:
+    """What the adapters' optional ``export_hf`` methods learn about the run being exported.
+
+    The adapters write into ``directory`` (a fresh temporary directory that ``baseline export``
+    renames to the destination only when both succeeded).
+    """
+
+    #: The run directory (``inference_config.json``, the final model, the tokenizer file).
+    run_dir: Path
+    vocab_size: int
+    #: The context length the model was trained with.
+    seq_len: int
+    #: The token the core appended after every segment: the exported EOS.
+    end_of_segment_id: int
+    #: The dataset delimiter the end-of-segment token stands for (``""`` when unknown).
+    end_of_segment_text: str
+    #: ``inference_config.json`` as parsed.
+    inference_config: Mapping[str, Any]
 
 
 @attrs.frozen
