@@ -1,4 +1,4 @@
-"""Command line: ``baseline run|validate|plugins|runs|plot|sample`` and ``baseline-run``.
+"""Command line: ``baseline run|validate|plugins|runs|plot|sample|export`` and ``baseline-run``.
 
 Every user-facing failure prints one line on stderr and exits non-zero (2 for bad input, 1
 for a failed training run, 130/143 when interrupted); no traceback unless
@@ -106,6 +106,17 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--top-p", type=float, default=None)
     sample.add_argument("--seed", type=int, default=None)
     sample.add_argument("--num-samples", type=int, default=1)
+    export = commands.add_parser(
+        "export", help="write a finished run as a Hugging Face model and tokenizer directory"
+    )
+    export.add_argument("run_dir", metavar="RUN_DIR", help="a finished run directory")
+    export.add_argument("out_dir", metavar="OUT_DIR", help="the directory to write (created)")
+    export.add_argument(
+        "--format", dest="fmt", choices=("hf",), default="hf", help="hf: transformers (default)"
+    )
+    export.add_argument(
+        "--overwrite", action="store_true", help="replace OUT_DIR when it exists and is not empty"
+    )
     return parser
 
 
@@ -220,6 +231,19 @@ def command_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_export(args: argparse.Namespace) -> int:
+    """Write a finished run as a Hugging Face directory (by its plugins' ``export_hf``)."""
+    from baseline.export import export_run
+
+    result = export_run(args.run_dir, args.out_dir, fmt=args.fmt, overwrite=args.overwrite)
+    print(
+        f"{result.out_dir}: model {result.model_name} and tokenizer {result.tokenizer_name} "
+        f"exported ({', '.join(result.files)}); load with "
+        f"AutoModelForCausalLM.from_pretrained and AutoTokenizer.from_pretrained"
+    )
+    return 0
+
+
 def command_runs(args: argparse.Namespace) -> int:
     """Print the runs under an artifacts root, newest first."""
     import json
@@ -266,6 +290,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "runs": command_runs,
     "plot": command_plot,
     "sample": command_sample,
+    "export": command_export,
 }
 
 
