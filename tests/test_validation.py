@@ -39,12 +39,6 @@ def test_stride_at_most_seq_len(registry: ComponentRegistry, tiny_data: dict[str
     assert "train.stride: must be <= seq_len=16" in validation_error(registry, tiny_data)
 
 
-def test_resume_needs_run_name(registry: ComponentRegistry, tiny_data: dict[str, Any]) -> None:
-    tiny_data["run"].pop("run_name")
-    tiny_data["run"]["resume_from_checkpoint"] = True
-    assert "run.resume_from_checkpoint: resuming needs" in validation_error(registry, tiny_data)
-
-
 def test_checkpoint_and_model_names_differ(
     registry: ComponentRegistry, tiny_data: dict[str, Any]
 ) -> None:

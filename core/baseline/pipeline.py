@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import shutil
@@ -20,12 +21,14 @@ from baseline.config import ExperimentConfig
 from baseline.data_preparation import prepare_data
 from baseline.distributed import DistributedContext, init_distributed
 from baseline.errors import BaselineError, ConfigError
+from baseline.file_locks import run_directory_lock
 from baseline.loading import experiment_to_data, unstructure_config
 from baseline.metrics import MetricsPlan, MetricsRouter
 from baseline.plugins import PluginSet, default_plugins
 from baseline.prepared_data import PreparedData
 from baseline.protocols import LoggerSession, MetricRecord, RunInfo
 from baseline.registry import ComponentRegistry
+from baseline.run_lookup import newest_run_name
 from baseline.validation import logger_settings, validate_experiment_config
 from baseline.versions import environment_versions
 
@@ -100,12 +103,36 @@ def _run_distributed(
     dist: DistributedContext,
 ) -> RunResult:
     """The run itself, on one rank of the job (the only rank without torchrun)."""
-    registry = plugin_set.registry
     if not dist.is_main:
         log.setLevel(logging.WARNING)  # rank 0 reports progress for the job
 
-    run_name = dist.on_main(lambda: config.run.run_name or default_run_name(config))
+    run_name = dist.on_main(lambda: run_name_of(config))
     run_dir = Path(config.run.artifacts_root) / run_name
+    with contextlib.ExitStack() as held:
+        # Rank 0 holds the run directory's lock until the run ends (baseline.file_locks).
+        dist.on_main(lambda: held.enter_context(run_directory_lock(run_dir)))
+        return _run_in_directory(config, plugin_set, components, dist, run_name, run_dir)
+
+
+def run_name_of(config: ExperimentConfig) -> str:
+    """``run.run_name``; when resuming without one, the newest run of the project."""
+    if config.run.run_name:
+        return config.run.run_name
+    if config.run.resume_from_checkpoint:
+        return newest_run_name(config)
+    return default_run_name(config)
+
+
+def _run_in_directory(
+    config: ExperimentConfig,
+    plugin_set: PluginSet,
+    components: Components,
+    dist: DistributedContext,
+    run_name: str,
+    run_dir: Path,
+) -> RunResult:
+    """The run, in its run directory (locked by rank 0)."""
+    registry = plugin_set.registry
     created = not run_dir.exists()
     dist.on_main(
         lambda: artifacts.prepare_run_directory(

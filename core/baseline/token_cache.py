@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -16,10 +17,13 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from baseline.file_locks import waiting_lock
 from baseline.protocols import TokenizerAdapter
-from baseline.tokens import TokenStream, build_token_stream, open_token_stream
+from baseline.tokens import TokenStream, build_token_stream, open_token_stream, stream_damage
 
-CACHE_FORMAT = 1
+#: 2: meta.json records each file's size and SHA-256 (entries of format 1 are not reused).
+CACHE_FORMAT = 2
+log = logging.getLogger("baseline")
 
 
 def adapter_fingerprint(adapter: object) -> str | None:
@@ -42,9 +46,30 @@ def load_or_build(
 ) -> tuple[TokenStream, bool]:
     """The cached stream for ``key`` (and ``True``), or a newly built and cached one."""
     entry = cache_root / key
-    if entry.is_dir():
+    if entry.is_dir() and stream_damage(entry) is None:
         return open_token_stream(entry), True
-    cache_root.mkdir(parents=True, exist_ok=True)
+    # Runs that share a new entry build it once: the others wait, then map what it built.
+    with waiting_lock(cache_root / f".{key}.lock"):
+        if entry.is_dir():
+            damage = stream_damage(entry)
+            if damage is None:
+                return open_token_stream(entry), True
+            log.warning("token cache entry %s is damaged (%s); rebuilding it", entry, damage)
+            _discard(entry)
+        return _build_entry(cache_root, key, segments, tokenizer), False
+
+
+def _discard(entry: Path) -> None:
+    """Move a damaged entry out of the way (one rename), then delete it."""
+    trash = Path(tempfile.mkdtemp(prefix=f".{entry.name}.damaged.", dir=entry.parent))
+    entry.rename(trash / entry.name)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def _build_entry(
+    cache_root: Path, key: str, segments: Callable[[], Iterable[str]], tokenizer: TokenizerAdapter
+) -> TokenStream:
+    entry = cache_root / key
     staging = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=cache_root))
     current_umask = os.umask(0)
     os.umask(current_umask)
@@ -58,4 +83,4 @@ def load_or_build(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return open_token_stream(entry), False
+    return open_token_stream(entry)

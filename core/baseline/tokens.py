@@ -7,6 +7,7 @@ be tokenized and trained on.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable
 from pathlib import Path
@@ -89,6 +90,7 @@ def build_token_stream(
     sizes_path = directory / (OFFSETS_FILENAME + ".sizes")
     bytes_path = directory / (BYTE_COUNTS_FILENAME + ".raw")
     segments_written = 0
+    tokens_hash = hashlib.sha256()
     with (
         (directory / TOKENS_FILENAME).open("wb") as tokens_out,
         sizes_path.open("wb") as sizes_out,
@@ -96,7 +98,9 @@ def build_token_stream(
     ):
         for chunk in chunks(segments, ENCODE_CHUNK_SEGMENTS):
             flat, sizes = _encode_chunk(chunk, tokenizer, eos, dtype)
-            tokens_out.write(flat.tobytes())
+            data = flat.tobytes()
+            tokens_hash.update(data)
+            tokens_out.write(data)
             sizes_out.write(sizes.tobytes())
             bytes_out.write(utf8_sizes(chunk).tobytes())
             segments_written += len(chunk)
@@ -106,10 +110,60 @@ def build_token_stream(
     _write_npy(bytes_path, directory / BYTE_COUNTS_FILENAME, segments_written)
     sizes_path.unlink()
     bytes_path.unlink()
+    files = {
+        TOKENS_FILENAME: {
+            "bytes": (directory / TOKENS_FILENAME).stat().st_size,
+            "sha256": tokens_hash.hexdigest(),
+        },
+        **{
+            name: file_digest(directory / name) for name in (OFFSETS_FILENAME, BYTE_COUNTS_FILENAME)
+        },
+    }
     (directory / META_FILENAME).write_text(
-        json.dumps({"dtype": dtype.name, "tokens": total, "segments": segments_written})
+        json.dumps(
+            {"dtype": dtype.name, "tokens": total, "segments": segments_written, "files": files}
+        )
     )
     return open_token_stream(directory)
+
+
+def file_digest(path: Path) -> dict[str, Any]:
+    """``{"bytes": size, "sha256": hex digest}`` of a file, read in 8 MiB blocks."""
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("rb") as handle:
+        while block := handle.read(_HASH_BLOCK):
+            digest.update(block)
+            size += len(block)
+    return {"bytes": size, "sha256": digest.hexdigest()}
+
+
+_HASH_BLOCK = 8 << 20
+
+
+def stream_damage(directory: Path) -> str | None:
+    """What is wrong with a stream directory written by :func:`build_token_stream`, or
+    ``None`` when every file has the size and SHA-256 recorded in its ``meta.json``."""
+    try:
+        meta = json.loads((directory / META_FILENAME).read_text(encoding="utf-8"))
+        recorded = meta["files"]
+        names = (TOKENS_FILENAME, OFFSETS_FILENAME, BYTE_COUNTS_FILENAME)
+        expected = {
+            name: (int(recorded[name]["bytes"]), str(recorded[name]["sha256"])) for name in names
+        }
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"{META_FILENAME} is missing or unreadable"
+    for name, (size, sha256) in expected.items():
+        path = directory / name
+        try:
+            actual_size = path.stat().st_size
+        except OSError:
+            return f"{name} is missing"
+        if actual_size != size:
+            return f"{name} has {actual_size:,} bytes, {size:,} were written"
+        if file_digest(path)["sha256"] != sha256:
+            return f"{name} does not match its recorded SHA-256"
+    return None
 
 
 def _build_in_memory(segments: Iterable[str], tokenizer: TokenizerAdapter) -> TokenStream:

@@ -57,11 +57,6 @@ def _validate(config: ExperimentConfig, registry: ComponentRegistry) -> None:
             f"must be <= seq_len={train.seq_len} (windows would skip tokens), got {train.stride}",
             key_path="train.stride",
         )
-    if config.run.resume_from_checkpoint and config.run.run_name is None:
-        raise ConfigError(
-            "resuming needs the run to resume; set run.run_name to its directory name",
-            key_path="run.resume_from_checkpoint",
-        )
     if config.run.checkpoint_filename == config.run.final_model_filename:
         raise ConfigError(
             "must differ from run.checkpoint_filename", key_path="run.final_model_filename"

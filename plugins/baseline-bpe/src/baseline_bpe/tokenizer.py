@@ -12,6 +12,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from baseline.artifacts import atomic_write_text
 from baseline.errors import ConfigError, DataError
+from baseline.file_locks import waiting_lock
 from baseline.fit_record import check_fit_record, write_fit_record
 from baseline.protocols import FitSource
 from baseline_bpe.config import BPETokenizerConfig
@@ -58,23 +59,30 @@ class BPETokenizer:
                 key_path="tokenizer.vocab_path",
             )
         if path.exists():
-            tokenizer = self._read(path, key_path="tokenizer.vocab_path")
-            log.info(
-                "tokenizer: %s", check_fit_record(path, source, key_path="tokenizer.vocab_path")
-            )
-            self._tokenizer = tokenizer
+            self._load_fitted(path, source)
             return
-        self._tokenizer = self._train(texts)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            # The record first: a vocab file never exists without the record of what it saw.
-            write_fit_record(path, source, tokenizer="bpe")
-            atomic_write_text(path, self._tokenizer.to_str())
+            # Runs that share a new vocab_path fit it once: the first trains and writes it
+            # while the others wait for the lock, then load what it wrote.
+            with waiting_lock(path.with_name(path.name + ".lock")):
+                if path.exists():
+                    self._load_fitted(path, source)
+                    return
+                self._tokenizer = self._train(texts)
+                # The record first: a vocab file never exists without the record of what it saw.
+                write_fit_record(path, source, tokenizer="bpe")
+                atomic_write_text(path, self._tokenizer.to_str())
+                log.info("tokenizer: trained and written to %s", path)
         except OSError as error:
             raise ConfigError(
                 f"cannot write {path} ({error.strerror}); choose a writable location",
                 key_path="tokenizer.vocab_path",
             ) from None
+
+    def _load_fitted(self, path: Path, source: FitSource) -> None:
+        tokenizer = self._read(path, key_path="tokenizer.vocab_path")
+        log.info("tokenizer: %s", check_fit_record(path, source, key_path="tokenizer.vocab_path"))
+        self._tokenizer = tokenizer
 
     def _train(self, texts: Iterator[str]) -> Tokenizer:
         tokenizer = Tokenizer(models.BPE())
