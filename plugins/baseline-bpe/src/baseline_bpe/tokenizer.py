@@ -14,7 +14,7 @@ from baseline.artifacts import atomic_write_text
 from baseline.errors import ConfigError, DataError
 from baseline.file_locks import waiting_lock
 from baseline.fit_record import check_fit_record, write_fit_record
-from baseline.protocols import FitSource
+from baseline.protocols import ExportInfo, FitSource
 from baseline_bpe.config import BPETokenizerConfig
 
 RUN_DIR_FILENAME = "tokenizer.json"
@@ -165,3 +165,10 @@ class BPETokenizer:
         """Text of ``ids``; special ids are dropped."""
         base = self.config.base_vocab_size
         return self.tokenizer.decode([i for i in ids if i < base])
+
+    def export_hf(self, directory: Path, info: ExportInfo) -> None:
+        """Write a ``transformers`` fast tokenizer with the same ids (``baseline export``;
+        :mod:`baseline_bpe.hf_export` imports ``transformers``)."""
+        from baseline_bpe.hf_export import export_bpe
+
+        export_bpe(self.tokenizer, self.config.num_special_tokens, directory, info)

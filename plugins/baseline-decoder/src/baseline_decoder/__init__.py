@@ -15,7 +15,11 @@ from baseline.errors import FieldError
 from baseline.hookspecs import Register, hookimpl
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import torch
+
+    from baseline.protocols import ExportInfo
 
 __all__ = ["SWIGLU_MULTIPLE", "BaselineDecoder", "BaselineDecoderConfig"]
 
@@ -130,6 +134,14 @@ class BaselineDecoder:
         from baseline_decoder.model import DecoderModel
 
         return DecoderModel(self.config, vocab_size=vocab_size, max_seq_len=seq_len)
+
+    def export_hf(self, model: torch.nn.Module, directory: Path, info: ExportInfo) -> None:
+        """Write ``model`` as the equivalent ``transformers`` model (``baseline export``):
+        GPT-2, Llama or Qwen3 by the variant (:mod:`baseline_decoder.hf_export`, which
+        imports ``transformers``)."""
+        from baseline_decoder.hf_export import export_decoder
+
+        export_decoder(model, self.config, directory, info)
 
 
 @hookimpl
