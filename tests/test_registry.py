@@ -237,11 +237,17 @@ names = st.from_regex(r"[a-z][a-z0-9_]{0,12}", fullmatch=True)
 @given(st.lists(names, unique=True, min_size=1, max_size=8), st.data())
 def test_registry_lookup_property(registered: list[str], data: st.DataObject) -> None:
     registry = ComponentRegistry()
+    # One config class per component: the registry maps a config class back to its name.
+    classes = {
+        name: attrs.frozen(kw_only=True)(type(f"EchoConfig_{name}", (EchoConfig,), {}))
+        for name in registered
+    }
     for name in registered:
-        registry.add(Component("dataset", name, EchoConfig, EchoDataset, "d", "1"))
+        registry.add(Component("dataset", name, classes[name], EchoDataset, "d", "1"))
     assert registry.names("dataset") == sorted(registered)
     for name in registered:
         assert registry.get("dataset", name).name == name
+        assert registry.name_of("dataset", classes[name]()) == name
     missing = data.draw(names.filter(lambda n: n not in registered))
     with pytest.raises(ConfigError) as caught:
         registry.get("dataset", missing)

@@ -6,10 +6,10 @@ from typing import Any
 
 import attrs
 
-from baseline.config import ExperimentConfig
+from baseline.config import ComponentConfig, ExperimentConfig
 from baseline.errors import ConfigError, DataError
 from baseline.protocols import DatasetAdapter, ModelAdapter, SplitAdapter, TokenizerAdapter
-from baseline.registry import ComponentRegistry
+from baseline.registry import Component, ComponentRegistry
 
 
 @attrs.frozen
@@ -28,13 +28,20 @@ def resolve_components(config: ExperimentConfig, registry: ComponentRegistry) ->
     for section in ("dataset", "tokenizer", "model", "split"):
         section_config = getattr(config, section)
         component = registry.get(section, registry.name_of(section, section_config))
-        try:
-            built[section] = component.create(section_config)
-        except (ConfigError, DataError):
-            raise
-        except Exception as error:
-            raise DataError(
-                f"{section} {component.name!r} from {component.distribution} failed to build: "
-                f"{type(error).__name__}: {error}"
-            ) from error
+        built[section] = build_adapter(component, section_config)
     return Components(**built)
+
+
+def build_adapter(component: Component, config: ComponentConfig) -> Any:
+    """Call ``component``'s factory; anything it raises other than :class:`ConfigError` or
+    :class:`DataError` becomes one line naming the component and its distribution."""
+    try:
+        return component.create(config)
+    except (ConfigError, DataError):
+        raise
+    except Exception as error:
+        message = str(error).strip().splitlines()
+        raise DataError(
+            f"{component.kind} {component.name!r} from {component.distribution} failed to "
+            f"build: {type(error).__name__}: {message[0] if message else ''}"
+        ) from error

@@ -21,6 +21,7 @@ import numpy as np
 from baseline.components import Components
 from baseline.config import ExperimentConfig
 from baseline.errors import ConfigError, DataError, PluginError
+from baseline.plugin_output import PluginOutputError, component_label
 from baseline.prepared_data import PreparedData
 from baseline.protocols import DatasetAdapter, FitSource
 from baseline.segment_sizes import measure_segments
@@ -169,7 +170,11 @@ def _prepare(
         f"{len(validation):,}",
     )
 
-    stream = load_token_stream(config, components, config_data)
+    try:
+        stream = load_token_stream(config, components, config_data)
+    except PluginOutputError as error:
+        name = str(config_data["tokenizer"].get("name", "tokenizer"))
+        raise PluginError(f"{component_label('tokenizer', name)}: {error}") from None
     if stream.num_segments != len(sizes) or not np.array_equal(stream.byte_counts, sizes):
         raise DataError(
             f"dataset {dataset_name!r} yielded other segments when tokenized than when "

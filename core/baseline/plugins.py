@@ -18,7 +18,13 @@ import pluggy
 
 from baseline import hookspecs
 from baseline.errors import PluginError
-from baseline.registry import Component, ComponentRegistry, LoadFailure, check_registration
+from baseline.registry import (
+    Component,
+    ComponentRegistry,
+    LoadFailure,
+    check_registration,
+    shared_config_class_message,
+)
 
 
 @attrs.frozen
@@ -148,6 +154,10 @@ def _collect_registrations(manager: pluggy.PluginManager, source: PluginSource) 
     for kind_name in set(names):
         if names.count(kind_name) > 1:
             raise PluginError(f"registers {kind_name[0]} {kind_name[1]!r} more than once")
+    for index, component in enumerate(staged):
+        for earlier in staged[:index]:
+            if earlier.kind == component.kind and earlier.config_cls is component.config_cls:
+                raise PluginError(shared_config_class_message(earlier, component))
     return staged
 
 

@@ -91,6 +91,9 @@ class ComponentRegistry:
                 f"{existing.distribution} {existing.version} and by "
                 f"{component.distribution} {component.version}; uninstall one of them"
             )
+        for other in self._components[component.kind].values():
+            if other.config_cls is component.config_cls:
+                raise PluginError(shared_config_class_message(other, component))
         self._components[component.kind][component.name] = component
 
     def names(self, kind: str) -> list[str]:
@@ -126,6 +129,17 @@ class ComponentRegistry:
             f"installed: {', '.join(self.names(kind)) or 'none'}",
             key_path=SELECTOR_KEY_BY_KIND[kind].split(".")[0],
         )
+
+
+def shared_config_class_message(first: Component, second: Component) -> str:
+    """Two components of one kind with one config class: the registry maps a config class
+    to its name (:meth:`ComponentRegistry.name_of`), so the second would be mistaken for the
+    first."""
+    return (
+        f"{second.kind}s {first.name!r} ({first.distribution}) and {second.name!r} "
+        f"({second.distribution}) are registered with the same config class "
+        f"{second.config_cls.__qualname__}; give each its own config class (a subclass is enough)"
+    )
 
 
 def check_registration(kind: str, name: str, config_cls: Any, factory: Any) -> None:

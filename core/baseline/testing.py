@@ -174,12 +174,20 @@ def read_fit_recording(path: Path) -> dict[int, list[str]]:
     return texts
 
 
-def tiny_experiment_data(workdir: Path, *, corpus: str | None = None) -> dict[str, Any]:
+def tiny_experiment_data(workdir: str | Path, *, corpus: str | None = None) -> dict[str, Any]:
     """Plain experiment data (as parsed TOML) for a run of a few seconds with the standard
     plugins (local_text, bpe, baseline_decoder, holdout) and the console logger.
 
-    Writes the corpus to ``workdir/corpus.txt``; artifacts go to ``workdir/runs``.
+    ``workdir`` (created if missing) receives the corpus, ``corpus.txt``: ``corpus`` or 240
+    short segments of :data:`SAMPLE_TEXTS`, separated by blank lines. The returned dict has
+    the sections ``run`` (artifacts in ``workdir/runs``, run name ``tiny``), ``dataset``
+    (``local_text``), ``tokenizer`` (``bpe``, 302 ids, vocab file ``workdir/bpe.json``),
+    ``model`` (``baseline_decoder``, d_model 32, 2 layers), ``train`` (2 epochs, batch 8,
+    seq_len 16), ``split`` (``holdout``, 80% training) and ``logging`` (``console``); change
+    any key before writing it as TOML or passing it to
+    :func:`baseline.loading.experiment_from_data`.
     """
+    workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     corpus_path = workdir / "corpus.txt"
     if corpus is None:
@@ -245,7 +253,11 @@ def check_tokenizer_adapter(
     encoded = tokenizer.encode_batch(list(texts))
     assert len(encoded) == len(texts), "encode_batch returned a different number of sequences"
     for text, ids in zip(texts, encoded, strict=True):
-        assert all(0 <= i < tokenizer.vocab_size for i in ids), f"ids out of range for {text!r}"
+        outside = [i for i in ids if not 0 <= i < tokenizer.vocab_size]
+        assert not outside, (
+            f"encode_batch must return ids in 0..{tokenizer.vocab_size - 1} (below vocab_size="
+            f"{tokenizer.vocab_size}), got {outside[:3]} for {text!r}"
+        )
         assert tokenizer.end_of_segment_id not in ids, f"special token in the encoding of {text!r}"
         decoded = tokenizer.decode(ids)
         assert decoded == text, f"round trip changed {text!r} into {decoded!r}"
@@ -272,7 +284,7 @@ def check_model_adapter(adapter: ModelAdapter, *, vocab_size: int = 64, seq_len:
     model.eval()
     tokens = torch.randint(0, vocab_size, (3, seq_len))
     logits = model(tokens)
-    assert tuple(logits.shape) == (3, seq_len, vocab_size), f"logits shape {tuple(logits.shape)}"
+    _assert_logits(logits, (3, seq_len, vocab_size))
     assert torch.isfinite(logits).all(), "logits are not finite"
     changed = tokens.clone()
     cut = seq_len // 2
@@ -283,7 +295,7 @@ def check_model_adapter(adapter: ModelAdapter, *, vocab_size: int = 64, seq_len:
         "the model is not causal: changing later tokens changed earlier logits"
     )
     shorter = model(tokens[:, : seq_len - 2])
-    assert tuple(shorter.shape) == (3, seq_len - 2, vocab_size), "shorter inputs must work"
+    _assert_logits(shorter, (3, seq_len - 2, vocab_size), "for inputs shorter than seq_len ")
     model.train()
     loss = torch.nn.functional.cross_entropy(
         model(tokens[:, :-1]).reshape(-1, vocab_size), tokens[:, 1:].reshape(-1)
@@ -292,6 +304,15 @@ def check_model_adapter(adapter: ModelAdapter, *, vocab_size: int = 64, seq_len:
     grads = [p.grad for p in model.parameters() if p.requires_grad]
     assert grads and all(g is not None for g in grads), "some parameters got no gradient"
     return model
+
+
+def _assert_logits(logits: Any, expected: tuple[int, int, int], when: str = "") -> None:
+    """The rule the core checks on the first training step (baseline.plugin_output)."""
+    import torch
+
+    rule = f"forward must return {when}logits of shape (batch, seq_len, vocab_size) = {expected}"
+    assert isinstance(logits, torch.Tensor), f"{rule}, got a {type(logits).__name__}"
+    assert tuple(logits.shape) == expected, f"{rule}, got shape {tuple(logits.shape)}"
 
 
 def check_split_adapter(adapter: SplitAdapter, segment_byte_counts: Sequence[int]) -> Any:

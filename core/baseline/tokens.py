@@ -17,6 +17,7 @@ import attrs
 import numpy as np
 
 from baseline.errors import DataError
+from baseline.plugin_output import PluginOutputError, check_token_ids
 from baseline.protocols import SplitPlan, TokenizerAdapter
 from baseline.segment_sizes import chunks, utf8_sizes
 
@@ -188,16 +189,26 @@ def _build_in_memory(segments: Iterable[str], tokenizer: TokenizerAdapter) -> To
 def _encode_chunk(
     chunk: list[str], tokenizer: TokenizerAdapter, eos: int, dtype: np.dtype[Any]
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The chunk's tokens, each segment followed by ``eos``, and each segment's size."""
+    """The chunk's tokens, each segment followed by ``eos``, and each segment's size.
+
+    Ids are gathered as int64 and checked against the vocabulary (minimum and maximum of the
+    chunk) before they are narrowed to ``dtype``.
+    """
     encoded = tokenizer.encode_batch(chunk)
+    if len(encoded) != len(chunk):
+        raise PluginOutputError(
+            f"encode_batch returned {len(encoded)} sequences for {len(chunk)} texts; it must "
+            "return one list of ids per text"
+        )
     sizes = np.fromiter((len(ids) + 1 for ids in encoded), dtype=np.int64, count=len(encoded))
-    flat = np.empty(int(sizes.sum()), dtype=dtype)
+    flat = np.empty(int(sizes.sum()), dtype=np.int64)
     position = 0
     for ids, size in zip(encoded, sizes.tolist(), strict=True):
         flat[position : position + size - 1] = ids
         flat[position + size - 1] = eos
         position += size
-    return flat, sizes
+    check_token_ids(flat, tokenizer.vocab_size)
+    return flat.astype(dtype), sizes
 
 
 #: Segments per block when turning the raw per-segment files into ``.npy`` arrays.

@@ -34,6 +34,7 @@ from baseline.distributed import DistributedContext, check_divisible
 from baseline.errors import ConfigError, RunInterrupted, TrainingError
 from baseline.metrics import MetricsPlan, MetricsRouter
 from baseline.optim import build_optimizer, learning_rate_factor
+from baseline.plugin_output import check_logits, component_label
 from baseline.prepared_data import PreparedData
 from baseline.protocols import MetricRecord, TokenizerAdapter
 from baseline.signals import StopRequest, graceful_stop
@@ -351,11 +352,19 @@ class Trainer:
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
+    #: Whether the model's output was checked (on the first training forward).
+    _logits_checked = False
+
     def _loss(self, batch: torch.Tensor) -> torch.Tensor:
         batch = batch.to(self.device, non_blocking=True)
         inputs, targets = batch[:, :-1], batch[:, 1:]
         with self._autocast():
             logits = self.train_model(inputs)
+        if not self._logits_checked:
+            name = str(self.config_data.get("model", {}).get("name", "model"))
+            expected = (*inputs.shape, self.tokenizer.vocab_size)
+            check_logits(logits, expected, component_label("model", name))
+            self._logits_checked = True
         return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1))
 
     def progress(self, elapsed_s: float) -> float:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from baseline.components import build_adapter
 from baseline.config import MODEL_DIAGNOSTICS, ComponentConfig, ExperimentConfig, LoggerConfig
 from baseline.errors import ConfigError, FieldError
 from baseline.loading import COMPONENT_SECTIONS
@@ -88,7 +89,7 @@ def _check_model_diagnostics(config: ExperimentConfig, registry: ComponentRegist
     component = registry.get("model", registry.name_of("model", config.model))
     declared: Any = getattr(component.factory, "diagnostics", None)  # a class attribute
     if declared is None:
-        declared = getattr(component.create(config.model), "diagnostics", ())
+        declared = getattr(build_adapter(component, config.model), "diagnostics", ())
     supported = frozenset(declared)
     entropy_caps: dict[tuple[int, int], str] = {}
     for provider, settings in logger_settings(config, registry).items():
