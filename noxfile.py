@@ -28,6 +28,7 @@ BENCH_EXTRA_PLUGINS = {
         "baseline-hf-datasets",
         "baseline-tensorboard",
         "baseline-mlflow",
+        "baseline-transformers",
     ],
 }
 CONSTRAINTS = ("-c", str(ROOT / "constraints.txt"))

@@ -2,9 +2,9 @@
 each), and the heavy libraries `baseline plugins` imports (target: none).
 
 `baseline plugins` imports every plugin's entry-point module; the plugins must keep their
-heavy libraries (torch, wandb, datasets, tensorboard, mlflow) for when a run uses them. Run it
-with those plugins installed (`nox -s "bench(benchmark='startup')"` installs them) for the
-import check to mean something.
+heavy libraries (torch, wandb, datasets, tensorboard, mlflow, transformers) for when a run
+uses them. Run it with those plugins installed (`nox -s "bench(benchmark='startup')"`
+installs them) for the import check to mean something.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from _common import print_table
 TARGET_S = 0.5
 RUNS = 7
 #: Libraries that `baseline plugins` must not import.
-HEAVY = ("torch", "wandb", "datasets", "tensorboard", "mlflow", "matplotlib")
+HEAVY = ("torch", "wandb", "datasets", "tensorboard", "mlflow", "matplotlib", "transformers")
 IMPORT_CHECK = (
     "import sys\n"
     "from baseline.cli import main\n"

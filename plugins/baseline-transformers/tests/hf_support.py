@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from baseline.testing import SAMPLE_TEXTS, tiny_experiment_data
 
 #: A tiny Llama: hidden 32, 2 layers, 4 heads sharing 2 key/value heads.
@@ -61,6 +63,8 @@ def save_tiny_llama(directory: Path, vocab_size: int, *, seed: int = 3) -> Path:
 
 def hf_experiment_data(workdir: Path, *, tokenizer_dir: Path | None = None) -> dict[str, Any]:
     """A few-step run of an ``hf_causal_lm`` Llama from scratch with ``hf_tokenizer``."""
+    for module in ("baseline_text", "baseline_holdout"):  # the dataset and the split it uses
+        pytest.importorskip(module)
     data = tiny_experiment_data(workdir, corpus=corpus_text())
     if tokenizer_dir is None:
         tokenizer_dir = make_tokenizer_dir(workdir / "tokenizer")
