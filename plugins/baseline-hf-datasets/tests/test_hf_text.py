@@ -294,7 +294,16 @@ def test_relative_paths_resolve_against_the_experiment_directory(
     [
         ({"path": "x", "max_segments": 0}, "dataset.max_segments: must be >= 1, got 0"),
         ({"path": "x", "data_files": []}, "dataset.data_files: must not be an empty list"),
-        ({"path": "x", "data_files": "a.txt"}, "dataset.data_files: expected a list of strings"),
+        ({"path": "x", "data_files": 3}, "dataset.data_files: expected a string, a list of"),
+        ({"path": "x", "data_files": ""}, "dataset.data_files: must not be empty"),
+        ({"path": "x", "data_files": {}}, "dataset.data_files: must not be an empty table"),
+        ({"path": "x", "data_files": {"train": []}}, "dataset.data_files.train: must not be an"),
+        ({"path": "x", "data_files": {"train": [1]}}, "dataset.data_files.train[0]: expected a"),
+        ({"path": "x", "builder_options": 3}, "dataset.builder_options: expected a table"),
+        (
+            {"path": "x", "builder_options": {"split": "test"}},
+            "dataset.builder_options.split: set dataset.split instead",
+        ),
         ({"path": "x", "data_files": ["a", " "]}, "dataset.data_files[1]: must not be empty"),
         ({"path": " "}, "dataset.path: must not be empty"),
         ({"path": "x", "split": ""}, "dataset.split: must not be empty"),

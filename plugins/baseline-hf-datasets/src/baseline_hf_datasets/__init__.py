@@ -35,16 +35,59 @@ def _optional_non_empty(_instance: Any, attribute: attrs.Attribute[Any], value: 
         raise FieldError(attribute.name, "must not be empty; leave the key out instead")
 
 
-def _data_files(
-    _instance: Any, attribute: attrs.Attribute[Any], value: tuple[str, ...] | None
-) -> None:
-    if value is None:
-        return
-    if not value:
-        raise FieldError(attribute.name, "must not be an empty list; leave the key out instead")
-    for index, entry in enumerate(value):
+#: What ``datasets.load_dataset`` accepts as ``data_files``, as the config holds it: a list
+#: (a single string becomes a list of one) or a table of split name -> list.
+DataFiles = tuple[str, ...] | dict[str, tuple[str, ...]]
+
+#: ``load_dataset`` arguments that have their own key in the ``hf_text`` table.
+_OWN_KEYS = {
+    "path": "path",
+    "name": "config_name",
+    "data_files": "data_files",
+    "split": "split",
+    "streaming": "streaming",
+    "revision": "revision",
+    "trust_remote_code": "trust_remote_code",
+}
+
+
+def _file_list(value: Any, key: str) -> tuple[str, ...]:
+    entries = [value] if isinstance(value, str) else value
+    if not isinstance(entries, list | tuple):
+        raise FieldError(
+            key,
+            "expected a string, a list of strings or a table of split = files, got "
+            f"{type(value).__name__}",
+        )
+    if not entries:
+        raise FieldError(key, "must not be an empty list; leave the key out instead")
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, str):
+            raise FieldError(f"{key}[{index}]", f"expected a string, got {type(entry).__name__}")
         if not entry.strip():
-            raise FieldError(f"{attribute.name}[{index}]", "must not be empty")
+            raise FieldError(f"{key}[{index}]" if len(entries) > 1 else key, "must not be empty")
+    return tuple(entries)
+
+
+def _data_files(value: Any) -> DataFiles | None:
+    """A string, a list of strings, or a table of split -> string or list (``load_dataset``'s
+    forms), checked and normalised to a tuple or a dict of tuples."""
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        if not value:
+            raise FieldError("data_files", "must not be an empty table; leave the key out instead")
+        return {split: _file_list(files, f"data_files.{split}") for split, files in value.items()}
+    return _file_list(value, "data_files")
+
+
+def _builder_options(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise FieldError("builder_options", f"expected a table, got {type(value).__name__}")
+    for key in value:
+        if key in _OWN_KEYS:
+            raise FieldError(f"builder_options.{key}", f"set dataset.{_OWN_KEYS[key]} instead")
+    return dict(value)
 
 
 @attrs.frozen(kw_only=True)
@@ -59,9 +102,15 @@ class HFTextDatasetConfig(DatasetConfig):
 
     #: Builder name, local directory, ``save_to_disk`` directory or Hub dataset name.
     path: str = attrs.field(validator=_non_empty)
-    #: Data files (paths or glob patterns). With a builder ``path`` a relative entry is resolved
-    #: against ``base_dir``; with a local directory or a Hub dataset it is relative to that.
-    data_files: tuple[str, ...] | None = attrs.field(default=None, validator=_data_files)
+    #: Data files (paths or glob patterns), as ``datasets.load_dataset`` takes them: a string,
+    #: a list, or a table of split -> string or list (``{train = "a.txt", test = ["b.txt"]}``).
+    #: With a builder ``path`` a relative entry is resolved against ``base_dir``; with a local
+    #: directory or a Hub dataset it is relative to that.
+    data_files: Any = attrs.field(default=None, converter=_data_files)
+    #: Further keyword arguments of ``datasets.load_dataset``, passed as they are: the
+    #: builder's options, e.g. ``{sample_by = "document"}`` for the ``text`` builder (one
+    #: segment per file) or ``{field = "data"}`` for ``json``.
+    builder_options: Any = attrs.field(factory=dict, converter=_builder_options)
     #: The dataset's configuration (``name`` in ``datasets.load_dataset``).
     config_name: str | None = attrs.field(default=None, validator=_optional_non_empty)
     split: str = attrs.field(default="train", validator=_non_empty)

@@ -11,7 +11,7 @@ import os
 import re
 import socket
 import urllib.request
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -47,7 +47,7 @@ class _Source:
     kind: Literal["builder", "saved", "local", "hub"]
     #: Builder name, absolute local directory, or Hub name.
     target: str
-    data_files: list[str] | None
+    data_files: list[str] | dict[str, list[str]] | None
     #: The local directory ``path`` would be (reported when a Hub name is not found).
     local: Path
 
@@ -199,10 +199,19 @@ class HFTextDataset:
         }
         if self.config.trust_remote_code:
             kwargs["trust_remote_code"] = True
+        kwargs.update(self.config.builder_options)
         try:
             return datasets.load_dataset(**kwargs)
         except ConfigError:
             raise
+        except TypeError as error:
+            if self.config.builder_options and "keyword argument" in str(error):
+                raise ConfigError(
+                    f"{self._label}: the builder does not take one of these options: "
+                    f"{_message(error)}; remove it or fix its name",
+                    key_path="dataset.builder_options",
+                ) from None
+            raise _load_error(source, error) from error
         except ConnectionError as error:
             if source.kind == "hub":
                 reason = (
@@ -240,8 +249,8 @@ class HFTextDataset:
             raise _load_error(source, error) from error
 
     def _open_saved(self, datasets: Any, source: _Source) -> Any:
-        for key in ("data_files", "config_name", "revision"):
-            if getattr(self.config, key) is not None:
+        for key in ("data_files", "config_name", "revision", "builder_options"):
+            if getattr(self.config, key) not in (None, {}):
                 raise ConfigError(
                     f"does not apply to {source.target}, a directory written by save_to_disk; "
                     "remove it",
@@ -300,9 +309,9 @@ def _resolve_source(config: HFTextDatasetConfig) -> _Source:
                 "files or glob patterns",
                 key_path="dataset.data_files",
             )
-        files = [_resolve_data_file(entry, base) for entry in config.data_files]
+        files = _map_files(config.data_files, lambda entry: _resolve_data_file(entry, base))
         return _Source("builder", config.path, files, local)
-    data_files = list(config.data_files) if config.data_files is not None else None
+    data_files = _map_files(config.data_files, str) if config.data_files is not None else None
     if local.is_file():
         raise ConfigError(
             f"{local} is a file; set path to its builder (text, json, csv, parquet, ...) and "
@@ -316,6 +325,15 @@ def _resolve_source(config: HFTextDatasetConfig) -> _Source:
     if _HUB_NAME.fullmatch(config.path) and not config.path.startswith("."):
         return _Source("hub", config.path, data_files, local)
     raise ConfigError(f"{local}: no such file or directory; fix the path", key_path="dataset.path")
+
+
+def _map_files(
+    data_files: tuple[str, ...] | dict[str, tuple[str, ...]], each: Callable[[str], str]
+) -> list[str] | dict[str, list[str]]:
+    """``data_files`` in ``load_dataset``'s form, ``each`` applied to every entry."""
+    if isinstance(data_files, dict):
+        return {split: [each(entry) for entry in files] for split, files in data_files.items()}
+    return [each(entry) for entry in data_files]
 
 
 def _resolve_data_file(entry: str, base: Path) -> str:
@@ -422,8 +440,13 @@ def _describe(source: _Source) -> str:
     """``/data/saved``, ``owner/name`` or ``json files /data/a.jsonl (and 2 more)``."""
     if source.kind != "builder" or not source.data_files:
         return source.target
-    more = len(source.data_files) - 1
-    return f"{source.target} files {source.data_files[0]}" + (f" (and {more} more)" if more else "")
+    files = (
+        [entry for entries in source.data_files.values() for entry in entries]
+        if isinstance(source.data_files, dict)
+        else source.data_files
+    )
+    more = len(files) - 1
+    return f"{source.target} files {files[0]}" + (f" (and {more} more)" if more else "")
 
 
 def _message(error: BaseException) -> str:
