@@ -254,6 +254,10 @@ class RunConfig:
     #: Directory name under ``artifacts_root``; when unset, ``<project_name>-<timestamp>``.
     run_name: str | None = attrs.field(default=None, validator=_run_name)
     resume_from_checkpoint: bool = False
+    #: A trained run directory whose weights (final model, else newest checkpoint) the model
+    #: starts from, with that run's tokenizer file (fine-tuning; no optimizer state). A
+    #: resumed run continues from its own checkpoint instead.
+    init_from: str | None = path_field(default=None)
     #: Replace an existing run directory instead of refusing to start.
     overwrite: bool = False
     #: Save a checkpoint every N optimizer steps (0: only at the end of training).
@@ -319,6 +323,13 @@ class TrainConfig:
     compile: bool = False
     #: Threads for CPU kernels (0: PyTorch's default).
     num_threads: int = attrs.field(default=0, validator=at_least(0))
+    #: Several processes: ``ddp`` replicates the model (``DistributedDataParallel``);
+    #: ``fsdp`` shards parameters, gradients and optimizer state (``fully_shard``) and writes
+    #: sharded (DCP) checkpoints. ``fsdp`` also works with one process (no torchrun needed).
+    parallelism: Literal["ddp", "fsdp"] = "ddp"
+    #: With ``fsdp``: free each layer's gathered parameters after its forward pass (less
+    #: memory) instead of keeping them for the backward pass (less communication).
+    fsdp_reshard_after_forward: bool = True
 
     @property
     def has_limit(self) -> bool:

@@ -18,6 +18,7 @@ from torch import nn
 
 from baseline.errors import PluginError
 from baseline.metrics import layer_indices
+from baseline.parallel import full_tensor
 from baseline.protocols import AttentionProbe, LayeredModel
 
 #: Sequences of the micro-batch whose attention entropy is measured (bounds its memory).
@@ -37,8 +38,12 @@ class LayerDiagnostics:
         *,
         model_name: str = "the model",
         autocast: Callable[[], Any] | None = None,
+        gathered: Callable[[], Any] | None = None,
     ) -> None:
         self.model = model
+        #: A context in which a sharded (FSDP) model's parameters are whole; the forward
+        #: diagnostics run inside it, on every rank.
+        self.gathered = gathered
         self.model_name = model_name
         self.autocast = autocast
         self.layers: dict[str, nn.Module] = {}
@@ -76,7 +81,11 @@ class LayerDiagnostics:
         was_training = self.model.training
         self.model.eval()
         try:
-            with torch.no_grad(), self.autocast() if self.autocast else contextlib.nullcontext():
+            with (
+                torch.no_grad(),
+                self.gathered() if self.gathered else contextlib.nullcontext(),
+                self.autocast() if self.autocast else contextlib.nullcontext(),
+            ):
                 return run()
         finally:
             self.model.train(was_training)
@@ -113,7 +122,8 @@ class LayerDiagnostics:
         """L2 norm of the gradients of each reported layer's norm weights and biases.
 
         Call after the backward pass (and DDP's all-reduce) and before clipping. Biases are
-        reported only when the layer's norms have them.
+        reported only when the layer's norms have them. Sharded (FSDP ``DTensor``) gradients
+        are gathered whole first: every rank must call this.
         """
         values: dict[str, float] = {}
         for position, norms in self.norms.items():
@@ -125,7 +135,8 @@ class LayerDiagnostics:
                     and (grad := param.grad) is not None
                 ]
                 if grads:
-                    total = torch.stack([g.detach().float().norm() for g in grads]).norm()
+                    whole = [full_tensor(g.detach()) for g in grads]
+                    total = torch.stack([g.float().norm() for g in whole]).norm()
                     values[f"ln_{kind}_grad_norm_{position}"] = float(total.item())
         return values
 

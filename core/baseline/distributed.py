@@ -36,6 +36,8 @@ class DistributedContext:
     world_size: int = 1
     local_rank: int = 0
     backend: str | None = None
+    #: A one-process group this process created itself (FSDP without torchrun).
+    own_group: bool = False
 
     @property
     def is_main(self) -> bool:
@@ -82,7 +84,7 @@ class DistributedContext:
     def shutdown(self) -> None:
         """Destroy the process group, so that gloo's threads stop before the process exits
         (exiting with them alive can abort the process)."""
-        if not self.enabled:
+        if not self.enabled and not self.own_group:
             return
         import torch.distributed as dist
 
@@ -100,10 +102,11 @@ class DistributedContext:
         return gathered
 
 
-def init_distributed(requested_device: str) -> DistributedContext:
-    """Join the ``torchrun`` job described by the environment (no-op for one process)."""
+def init_distributed(requested_device: str, parallelism: str = "ddp") -> DistributedContext:
+    """Join the ``torchrun`` job described by the environment (no-op for one process, except
+    that FSDP, ``parallelism = "fsdp"``, gets a one-process group of its own)."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1:
+    if world_size <= 1 and parallelism != "fsdp":
         return DistributedContext()
     import torch
     import torch.distributed as dist
@@ -113,6 +116,12 @@ def init_distributed(requested_device: str) -> DistributedContext:
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if use_cuda:
         torch.cuda.set_device(local_rank)
+    if world_size <= 1:
+        if dist.is_initialized():  # the caller's own group: used, not destroyed
+            return DistributedContext(dist.get_rank(), dist.get_world_size(), 0, backend)
+        store = dist.HashStore()  # type: ignore[attr-defined]
+        dist.init_process_group(backend, store=store, rank=0, world_size=1)
+        return DistributedContext(0, 1, 0, backend, own_group=True)
     if not dist.is_initialized():
         dist.init_process_group(backend)
     return DistributedContext(dist.get_rank(), dist.get_world_size(), local_rank, backend)

@@ -22,6 +22,7 @@ from baseline.data_preparation import prepare_data
 from baseline.distributed import DistributedContext, init_distributed
 from baseline.errors import BaselineError, ConfigError
 from baseline.file_locks import run_directory_lock
+from baseline.init_from import SourceRun, load_source_weights, source_run, write_weights_record
 from baseline.loading import experiment_to_data, unstructure_config
 from baseline.metrics import MetricsPlan, MetricsRouter
 from baseline.plugins import PluginSet, default_plugins
@@ -87,7 +88,7 @@ def _run_pipeline(config: ExperimentConfig, plugins: PluginSet | None) -> RunRes
     registry = plugin_set.registry
     validate_experiment_config(config, registry)
     components = resolve_components(config, registry)
-    dist = init_distributed(config.train.device)
+    dist = init_distributed(config.train.device, config.train.parallelism)
     try:
         result = _run_distributed(config, plugin_set, components, dist)
         dist.barrier()  # no rank tears down while another still communicates
@@ -140,7 +141,9 @@ def _run_in_directory(
         )
     )
     try:
-        data, trainer, config_data = _prepare_training(config, components, registry, run_dir, dist)
+        data, trainer, config_data, init = _prepare_training(
+            config, components, registry, run_dir, dist
+        )
     except BaseException:
         # A run that failed before writing anything leaves no empty directory behind.
         if dist.is_main and created and run_dir.is_dir() and not any(run_dir.iterdir()):
@@ -148,12 +151,17 @@ def _run_in_directory(
         raise
     tokenizer_file = ""
     if dist.is_main:
+        tokenizer_file = components.tokenizer.save(run_dir)
+        if data.fit_source is not None:  # what the weights learn from (and started from)
+            write_weights_record(run_dir, data.fit_source, init)
         artifacts.atomic_write_json(
             run_dir / artifacts.RUN_CONFIG_FILENAME,
             {
                 "run_name": run_name,
                 "seed": config.run.seed,
                 "config": config_data,
+                **({"init_from": init.describe()} if init is not None else {}),
+                "tokenizer_file": tokenizer_file,
                 "versions": environment_versions(plugin_set),
                 "device": str(trainer.device),
                 "distributed": {"world_size": dist.world_size, "backend": dist.backend},
@@ -169,7 +177,6 @@ def _run_in_directory(
                 },
             },
         )
-        tokenizer_file = components.tokenizer.save(run_dir)
     run_info = RunInfo(
         project_name=config.run.project_name,
         run_name=run_name,
@@ -247,20 +254,34 @@ def _prepare_training(
     registry: ComponentRegistry,
     run_dir: Path,
     dist: DistributedContext,
-) -> tuple[PreparedData, Trainer, dict[str, Any]]:
-    """Seed, prepare the data (rank 0 first: tokenizer and token cache) and build the trainer."""
+) -> tuple[PreparedData, Trainer, dict[str, Any], SourceRun | None]:
+    """Seed, prepare the data (rank 0 first: tokenizer and token cache) and build the trainer.
+
+    With ``run.init_from`` the tokenizer is the source run's and the built model gets the
+    source run's weights before the trainer wraps it, unless a resumed checkpoint wins.
+    """
     seed_everything(config.run.seed)
     config_data = experiment_to_data(config, registry)
+    init = source_run(config, config_data)
     prepared: list[PreparedData] = []
-    dist.on_main(lambda: prepared.append(prepare_data(config, components, config_data)))
-    data = prepared[0] if prepared else prepare_data(config, components, config_data)
+    dist.on_main(lambda: prepared.append(prepare_data(config, components, config_data, init)))
+    data = prepared[0] if prepared else prepare_data(config, components, config_data, init)
 
+    from baseline.checkpoint import checkpoint_paths
     from baseline.training import Trainer  # torch is imported only once training starts
 
     plan = metrics_plan(config, registry)
     model = components.model.build(components.tokenizer.vocab_size, config.train.seq_len)
+    if init is not None:
+        own_checkpoints = checkpoint_paths(
+            run_dir, config.run.checkpoint_filename, config.run.keep_last_checkpoints
+        )
+        if config.run.resume_from_checkpoint and any(p.exists() for p in own_checkpoints):
+            log.info("run.init_from: not applied, the run resumes from its own checkpoint")
+        else:
+            log.info("%s", load_source_weights(model, init, config.train.seq_len))
     trainer = Trainer(config, model, components.tokenizer, data, run_dir, config_data, dist, plan)
-    return data, trainer, config_data
+    return data, trainer, config_data, init
 
 
 def metrics_plan(config: ExperimentConfig, registry: ComponentRegistry) -> MetricsPlan:

@@ -139,6 +139,17 @@ class AttentionProbe(Protocol):
         ...
 
 
+@runtime_checkable
+class ShardableModel(Protocol):
+    """A built model that says how FSDP (``train.parallelism = "fsdp"``) should shard it."""
+
+    def fsdp_units(self) -> Sequence[torch.nn.Module]:
+        """The submodules to shard one by one (typically the transformer blocks). Each is
+        gathered just before its forward pass and freed after it; the model's remaining
+        parameters form one more unit. Without this method the whole model is one unit."""
+        ...
+
+
 @attrs.frozen(eq=False)
 class FitSource:
     """What a tokenizer's ``fit`` receives: the training segments of one dataset.

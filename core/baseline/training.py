@@ -29,17 +29,30 @@ from baseline.checkpoint import (
     tensors_to_arrays,
 )
 from baseline.config import ExperimentConfig
+from baseline.dcp_checkpoint import (
+    dcp_checkpoint_paths,
+    find_sharded_checkpoint,
+    load_sharded_checkpoint,
+    save_sharded_checkpoint,
+)
 from baseline.diagnostics import LayerDiagnostics
 from baseline.distributed import DistributedContext, check_divisible
 from baseline.errors import ConfigError, RunInterrupted, TrainingError
 from baseline.metrics import MetricsPlan, MetricsRouter
 from baseline.optim import build_optimizer, learning_rate_factor
+from baseline.parallel import (
+    full_model_state_dict,
+    full_tensor,
+    gradient_sync,
+    shard_model,
+    unsharded,
+)
 from baseline.plugin_output import check_logits, component_label
 from baseline.prepared_data import PreparedData
 from baseline.protocols import MetricRecord, TokenizerAdapter
 from baseline.signals import StopRequest, graceful_stop
 from baseline.token_cache import adapter_fingerprint
-from baseline.windows import EvalWindows, TrainWindows
+from baseline.windows import EvalWindows, TrainWindows, window_loss_sum
 
 log = logging.getLogger("baseline")
 
@@ -185,7 +198,20 @@ class Trainer:
         self.num_parameters = sum(p.numel() for p in self.model.parameters())
         self.train_model: torch.nn.Module = self.model
         self._ddp: DistributedDataParallel | None = None
-        if self.dist.enabled:
+        #: FSDP2 (``train.parallelism = "fsdp"``): parameters are DTensor shards, checkpoints
+        #: are DCP directories, and every rank joins the diagnostics and samples (they gather).
+        self.fsdp = train.parallelism == "fsdp"
+        model_name = f"model {config_data.get('model', {}).get('name', '')!r}"
+        if self.fsdp:
+            self.model = shard_model(
+                self.model,
+                precision=train.precision,
+                device=self.device,
+                reshard_after_forward=train.fsdp_reshard_after_forward,
+                model_name=model_name,
+            )
+            self.train_model = self.model
+        elif self.dist.enabled:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
             self._ddp = DistributedDataParallel(self.model, device_ids=device_ids)
             self.train_model = self._ddp
@@ -198,15 +224,17 @@ class Trainer:
         self.layer_diagnostics = LayerDiagnostics(
             self.model,
             self.plan.diagnostics,
-            model_name=f"model {config_data.get('model', {}).get('name', '')!r}",
+            model_name=model_name,
             autocast=self._autocast,
+            gathered=(lambda: unsharded(self.model)) if self.fsdp else None,
         )
         self.optimizer = build_optimizer(self.model, train, tokenizer.vocab_size)
         self.accumulation = train.grad_accumulation_steps
         self.steps_per_epoch = self.windows.steps_per_epoch // self.accumulation
         self.tokens_per_step = train.batch_size * self.accumulation * train.seq_len
         self.total_steps = self._planned_steps()
-        self.checkpoint_paths = checkpoint_paths(
+        paths = dcp_checkpoint_paths if self.fsdp else checkpoint_paths
+        self.checkpoint_paths = paths(
             run_dir, config.run.checkpoint_filename, config.run.keep_last_checkpoints
         )
         self.checkpoint_path = self.checkpoint_paths[0]
@@ -258,7 +286,7 @@ class Trainer:
     # -- checkpoints -----------------------------------------------------------------------
 
     def _resume(self) -> None:
-        found = load_latest_checkpoint(self.checkpoint_paths)
+        found = self._find_checkpoint()
         if found is None:
             log.info("no checkpoint in %s yet: starting from the beginning", self.run_dir)
             return
@@ -283,8 +311,14 @@ class Trainer:
                 "saved; restore it or start a new run",
                 key_path="tokenizer.vocab_path",
             )
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        saved_world = state.get("world_size", 1)
+        if self.fsdp:
+            # DCP reshards to this job's process count; the data order keeps the global
+            # batches (see TrainWindows), so any process count that divides them resumes.
+            load_sharded_checkpoint(path, self.model, self.optimizer)
+        else:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
         self.step = state["step"]
         self.epoch = state["epoch"]
         self.step_in_epoch = state["step_in_epoch"]
@@ -294,22 +328,54 @@ class Trainer:
         self.pending = _pending_by_cadence(
             state["pending_losses"], self.config.logging.log_every_n_steps
         )
-        saved_world = state.get("world_size", 1)
-        if saved_world != self.dist.world_size:
+        if saved_world != self.dist.world_size and not self.fsdp:
             raise ConfigError(
                 f"cannot resume {path}: it was saved by {saved_world} process(es) and this run "
                 f"has {self.dist.world_size}; the data order depends on the process count. "
                 f"Resume with {saved_world} process(es) or start a new run",
                 key_path="run.resume_from_checkpoint",
             )
-        restore_rng_state(state["rng"][self.dist.rank])
+        # Under another process count (FSDP only), rank r continues rank r mod N's stream.
+        restore_rng_state(state["rng"][self.dist.rank % len(state["rng"])])
         self.resumed = True
         log.info("resumed from %s at step %d (epoch %d)", path, self.step, self.epoch + 1)
 
+    def _find_checkpoint(self) -> tuple[Path, dict[str, Any]] | None:
+        """The newest usable checkpoint of this run's kind; one of the other kind (a DDP file
+        for an FSDP run or the reverse) is a configuration error, not a fresh start."""
+        if self.fsdp:
+            found = find_sharded_checkpoint(self.checkpoint_paths)
+            other_paths = checkpoint_paths(self.run_dir, self.config.run.checkpoint_filename, 1)
+            saved_with, other = "ddp", other_paths[0]
+        else:
+            found = load_latest_checkpoint(self.checkpoint_paths)
+            other = dcp_checkpoint_paths(self.run_dir, self.config.run.checkpoint_filename, 1)[0]
+            saved_with = "fsdp"
+        if found is None and other.exists():
+            raise ConfigError(
+                f'cannot resume {other}: it was saved with train.parallelism = "{saved_with}" '
+                f'and this run uses "{self.train_config.parallelism}"; set '
+                f'train.parallelism = "{saved_with}" or start a new run',
+                key_path="train.parallelism",
+            )
+        return found
+
     def save_checkpoint(self) -> None:
-        """Save everything needed to continue from the current step (rank 0 writes)."""
+        """Save everything needed to continue from the current step (rank 0 writes; under
+        FSDP every rank writes its shards)."""
         gathered = self.dist.all_gather(tensors_to_arrays(capture_rng_state()))
         rng_states = [arrays_to_tensors(state) for state in gathered]
+        if self.fsdp:
+            with _writing("checkpoint", self.checkpoint_path):
+                save_sharded_checkpoint(
+                    self.checkpoint_paths,
+                    self.model,
+                    self.optimizer,
+                    self._trainer_state(rng_states),
+                    self.dist,
+                    step=self.step,
+                )
+            return
         if not self.dist.is_main:
             return
         with _writing("checkpoint", self.checkpoint_path):
@@ -319,27 +385,43 @@ class Trainer:
         save_checkpoint(
             self.checkpoint_paths,
             {
-                "tokenizer_fingerprint": self.tokenizer_fingerprint,
                 "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
-                "step": self.step,
-                "epoch": self.epoch,
-                "step_in_epoch": self.step_in_epoch,
-                "tokens_seen": self.tokens_seen,
-                "train_time_s": self.train_time_s,
-                "best_val_loss": self.best_val_loss,
-                "pending_losses": _plain(self.pending),
-                "rng": rng_states,
-                "world_size": self.dist.world_size,
-                "config": dict(self.config_data),
+                **self._trainer_state(rng_states),
             },
         )
 
+    def _trainer_state(self, rng_states: list[Any]) -> dict[str, Any]:
+        """A checkpoint's content besides the model and optimizer tensors."""
+        return {
+            "tokenizer_fingerprint": self.tokenizer_fingerprint,
+            "parallelism": self.train_config.parallelism,
+            "step": self.step,
+            "epoch": self.epoch,
+            "step_in_epoch": self.step_in_epoch,
+            "tokens_seen": self.tokens_seen,
+            "train_time_s": self.train_time_s,
+            "best_val_loss": self.best_val_loss,
+            "pending_losses": _plain(self.pending),
+            "rng": rng_states,
+            "world_size": self.dist.world_size,
+            "config": dict(self.config_data),
+        }
+
+    def _full_state_dict(self) -> dict[str, torch.Tensor]:
+        """The whole model's weights on CPU (under FSDP gathered to rank 0: every rank calls)."""
+        if self.fsdp:
+            return full_model_state_dict(self.model)
+        return {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+
     def save_final_model(self) -> None:
-        """Write the trained weights (a state dict) as the final model (rank 0)."""
+        """Write the trained weights (a plain state dict, also under FSDP) as the final model
+        (rank 0)."""
+        if not self.dist.is_main and not self.fsdp:
+            return
+        state = self._full_state_dict()
         if not self.dist.is_main:
             return
-        state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
         path = self.run_dir / self.config.run.final_model_filename
         with _writing("final model", path):
             atomic_write_with(path, lambda handle: torch.save(state, handle))
@@ -434,8 +516,10 @@ class Trainer:
         for epoch, micro_batches in self._steps():
             self.epoch = epoch
             lr = self._set_learning_rate(time.perf_counter() - clock_start)
-            # Diagnostics are measured on rank 0 only: gradients are identical on all ranks.
-            due = self.plan.diagnostics_due(self.step + 1) if self.dist.is_main else frozenset()
+            # Under DDP, diagnostics are measured on rank 0 only (gradients are identical on
+            # all ranks); under FSDP every rank joins, as they gather sharded tensors.
+            measures = self.dist.is_main or self.fsdp
+            due = self.plan.diagnostics_due(self.step + 1) if measures else frozenset()
             self.optimizer.zero_grad(set_to_none=True)
             diagnostics = self._forward_diagnostics(due, micro_batches[0])
             step_loss = torch.zeros((), device=self.device)
@@ -452,6 +536,7 @@ class Trainer:
             grad_norm = torch.nn.utils.clip_grad_norm_(
                 self.model.parameters(), clip if clip else math.inf
             )
+            grad_norm = full_tensor(grad_norm)  # a DTensor under FSDP
             if "global_grad_norm" in due:
                 diagnostics["global_grad_norm"] = float(grad_norm)
             self.optimizer.step()
@@ -572,12 +657,15 @@ class Trainer:
         self.best_val_loss = min(self.best_val_loss, metrics["val_loss"])
         record = MetricRecord(self.step, self.tokens_seen, epoch + 1, "validation", metrics)
         router.validation(record, periodic=periodic)
-        if self.dist.is_main:
+        if self.dist.is_main or self.fsdp:  # under FSDP every rank joins the forward passes
             self._write_samples()
         return metrics
 
     def _gradient_sync(self, sync: bool) -> contextlib.AbstractContextManager[Any]:
-        """DDP's ``no_sync()`` for micro-batches that only accumulate gradients."""
+        """DDP's ``no_sync()`` (FSDP's counterpart) for micro-batches that only accumulate
+        gradients."""
+        if self.fsdp:
+            return gradient_sync(self.model, sync)
         if sync or not self.dist.enabled:
             return contextlib.nullcontext()
         assert self._ddp is not None
@@ -614,6 +702,9 @@ class Trainer:
     def _check_ranks_in_sync(self) -> None:
         if not self.dist.enabled:
             return
+        if self.fsdp:
+            self._record_sharded_ranks()
+            return
         digests = self.dist.all_gather(self.parameter_digest())
         if len(set(digests)) != 1:
             raise TrainingError(f"ranks ended with different parameters: {digests}")
@@ -626,6 +717,27 @@ class Trainer:
                     "world_size": self.dist.world_size,
                     "backend": self.dist.backend,
                     "parameter_digests": digests,
+                },
+            )
+
+    def _record_sharded_ranks(self) -> None:
+        """``ranks.json`` of an FSDP run: each rank holds its own shards, so there is nothing
+        to compare; the digest is that of the gathered model (the final model's weights)."""
+        state = self._full_state_dict()
+        if self.dist.is_main:
+            from baseline.artifacts import atomic_write_json
+
+            digest = hashlib.sha256()
+            for name, tensor in state.items():
+                digest.update(name.encode())
+                digest.update(tensor.contiguous().numpy().tobytes())
+            atomic_write_json(
+                self.run_dir / "ranks.json",
+                {
+                    "world_size": self.dist.world_size,
+                    "backend": self.dist.backend,
+                    "parallelism": "fsdp",
+                    "parameter_digest": digest.hexdigest(),
                 },
             )
 
@@ -657,6 +769,8 @@ class Trainer:
         )
         texts = generate(run, "", options)
         self.model.train(was_training)
+        if not self.dist.is_main:
+            return
         with (self.run_dir / "samples.jsonl").open("a", encoding="utf-8") as handle:
             for text in texts:
                 handle.write(json.dumps({"step": self.step, "text": text}) + "\n")
@@ -674,22 +788,23 @@ class Trainer:
                 "train.learning_rate or set train.grad_clip_norm"
             )
 
+    def _match_forward_passes(self, done: int) -> None:
+        """Under FSDP every forward pass gathers parameters with all ranks: a rank with fewer
+        validation batches than another runs as many throwaway passes as it lacks."""
+        most = max(self.dist.all_gather(done))
+        dummy = torch.zeros((1, self.train_config.seq_len), dtype=torch.long, device=self.device)
+        for _ in range(most - done):
+            with self._autocast():
+                self.model(dummy)
+
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
         """Validation loss (nats per token), perplexity and bits per byte."""
         was_training = self.model.training
         self.model.eval()
-        total = torch.zeros((), dtype=torch.float64, device=self.device)
-        count = 0
-        for batch in self.eval_windows.batches():
-            batch = batch.to(self.device)
-            inputs, targets = batch[:, :-1], batch[:, 1:]
-            with self._autocast():
-                logits = self.model(inputs)
-            total += F.cross_entropy(
-                logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1), reduction="sum"
-            ).double()
-            count += targets.numel()
+        total, count = window_loss_sum(self.model, self.eval_windows, self.device, self._autocast)
+        if self.fsdp:
+            self._match_forward_passes(self.eval_windows.num_batches)
         self.model.train(was_training)
         if self.dist.enabled:
             import torch.distributed as dist

@@ -5,9 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 from baseline.components import build_adapter
-from baseline.config import MODEL_DIAGNOSTICS, ComponentConfig, ExperimentConfig, LoggerConfig
+from baseline.config import (
+    MODEL_DIAGNOSTICS,
+    ComponentConfig,
+    ExperimentConfig,
+    LoggerConfig,
+    TrainConfig,
+)
 from baseline.errors import ConfigError, FieldError
-from baseline.loading import COMPONENT_SECTIONS
+from baseline.init_from import source_run
+from baseline.loading import COMPONENT_SECTIONS, experiment_to_data
 from baseline.registry import ComponentRegistry
 from baseline.requirements import check_requirements
 
@@ -53,6 +60,7 @@ def _validate(config: ExperimentConfig, registry: ComponentRegistry) -> None:
             )
 
     train = config.train
+    _check_parallelism(train)
     if train.stride is not None and train.stride > train.seq_len:
         raise ConfigError(
             f"must be <= seq_len={train.seq_len} (windows would skip tokens), got {train.stride}",
@@ -68,6 +76,8 @@ def _validate(config: ExperimentConfig, registry: ComponentRegistry) -> None:
     for provider, settings in config.logging.loggers.items():
         _validate_component(settings, f"logging.{provider}", config)
     _check_model_diagnostics(config, registry)
+    if config.run.init_from is not None:  # the source run exists and has the same model
+        source_run(config, experiment_to_data(config, registry))
 
 
 def logger_settings(
@@ -115,6 +125,21 @@ def _check_model_diagnostics(config: ExperimentConfig, registry: ComponentRegist
                     f"{diagnostic.replace('_', ' ')} (it supports: {offered}); set it to false",
                     key_path=f"logging.{provider}.{settings.diagnostic_key_path(diagnostic)}",
                 )
+
+
+def _check_parallelism(train: TrainConfig) -> None:
+    """FSDP settings only apply with FSDP, and FSDP needs CUDA or the CPU."""
+    if train.parallelism != "fsdp" and not train.fsdp_reshard_after_forward:
+        raise ConfigError(
+            'only applies with train.parallelism = "fsdp"; remove it or set the parallelism',
+            key_path="train.fsdp_reshard_after_forward",
+        )
+    if train.parallelism == "fsdp" and train.device == "mps":
+        raise ConfigError(
+            'fsdp runs on CUDA (nccl) or the CPU (gloo), not on "mps"; set train.device = '
+            '"cpu" or train.parallelism = "ddp"',
+            key_path="train.parallelism",
+        )
 
 
 def _validate_component(component: ComponentConfig, section: str, config: ExperimentConfig) -> None:

@@ -9,10 +9,13 @@ token.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 TokenRanges = Sequence[tuple[int, int]]
 
@@ -119,7 +122,35 @@ class EvalWindows:
         """Number of validation windows."""
         return len(self.starts)
 
+    @property
+    def num_batches(self) -> int:
+        """Number of batches :meth:`batches` yields."""
+        return -(-self.num_windows // self.batch_size)
+
     def batches(self) -> Iterator[torch.Tensor]:
         """Yield ``(<= batch_size, seq_len + 1)`` token batches."""
         for begin in range(0, self.num_windows, self.batch_size):
             yield _gather(self.tokens, self.starts[begin : begin + self.batch_size], self.width)
+
+
+def window_loss_sum(
+    model: torch.nn.Module,
+    windows: EvalWindows,
+    device: torch.device,
+    autocast: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext,
+) -> tuple[torch.Tensor, int]:
+    """The summed cross-entropy (nats, float64 on ``device``) of every target of ``windows``
+    and the number of targets: validation's loss, and ``baseline eval``'s."""
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    count = 0
+    with torch.no_grad():
+        for batch in windows.batches():
+            batch = batch.to(device)
+            inputs, targets = batch[:, :-1], batch[:, 1:]
+            with autocast():
+                logits = model(inputs)
+            total += F.cross_entropy(
+                logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1), reduction="sum"
+            ).double()
+            count += targets.numel()
+    return total, count

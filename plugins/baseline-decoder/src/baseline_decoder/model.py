@@ -222,6 +222,11 @@ class DecoderModel(nn.Module):
         """The transformer blocks, for the core's layer diagnostics."""
         return list(self.blocks)
 
+    def fsdp_units(self) -> Sequence[nn.Module]:
+        """The transformer blocks: under ``train.parallelism = "fsdp"`` each is sharded (and
+        gathered for its forward pass) on its own; the rest of the model is one more unit."""
+        return list(self.blocks)
+
     def attention_probabilities(
         self, tokens: torch.Tensor, layers: Sequence[int], max_heads: int
     ) -> dict[int, torch.Tensor]:
