@@ -81,6 +81,8 @@ def test_from_scratch_with_every_diagnostic_then_export(tmp_path: Path) -> None:
     assert type(run.model.hf).__name__ == "LlamaForCausalLM"
     assert run.model.hf.config.vocab_size == run.tokenizer.vocab_size == 300
     assert run.model.hf.config.max_position_embeddings == 16
+    assert run.model.hf.config.head_dim == 8  # derived from hidden_size 32 and 4 heads
+    assert run.model.hf.model.layers[0].self_attn.q_proj.weight.shape == (32, 32)
     result = export_run(run_dir, tmp_path / "hf")
     assert {"config.json", "model.safetensors", "tokenizer.json"} <= set(result.files)
     assert_export_matches(run, tmp_path / "hf")

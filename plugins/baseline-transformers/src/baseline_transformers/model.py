@@ -65,6 +65,17 @@ class HFCausalLM:
                 hf_config = AutoConfig.from_pretrained(
                     directory, local_files_only=True, trust_remote_code=config.trust_remote_code
                 )
+                self._check_keys(type(hf_config))
+                # Overrides go through the constructor: values it derives (head_dim from
+                # hidden_size, say) must follow them.
+                hf_config = AutoConfig.from_pretrained(
+                    directory,
+                    local_files_only=True,
+                    trust_remote_code=config.trust_remote_code,
+                    **config.config,
+                )
+            except ConfigError:
+                raise
             except Exception as error:
                 raise ConfigError(
                     f"{directory / 'config.json'}: cannot be loaded ({type(error).__name__}: "
@@ -83,14 +94,25 @@ class HFCausalLM:
                     f"{_transformers_version()}{hint} (e.g. llama, gpt2, qwen3, mistral)",
                     key_path="model.model_type",
                 )
-            hf_config = AutoConfig.for_model(model_type)
-        self._check_keys(type(hf_config))
-        for key, value in config.config.items():
-            setattr(hf_config, key, value)
-        if config.pretrained is None:
-            # Token ids of the architecture's defaults mean nothing for this run's tokenizer.
-            hf_config.bos_token_id = hf_config.eos_token_id = hf_config.pad_token_id = None
+            self._check_keys(type(AutoConfig.for_model(model_type)))
+            hf_config = self._scratch_config()
         return hf_config
+
+    def _scratch_config(self, **run_keys: Any) -> PretrainedConfig:
+        """The from-scratch config: the user's keys and the run's, given to the constructor
+        (values it derives, such as ``head_dim``, follow them). The token ids of the
+        architecture's defaults mean nothing for this run's tokenizer: none are set."""
+        tokens = {"bos_token_id": None, "eos_token_id": None, "pad_token_id": None}
+        try:
+            return AutoConfig.for_model(
+                str(self.config.model_type), **{**tokens, **self.config.config, **run_keys}
+            )
+        except Exception as error:
+            raise ConfigError(
+                f"the {self.config.model_type} config rejects these values "
+                f"({type(error).__name__}: {' '.join(str(error).split())[:300]})",
+                key_path="model.config",
+            ) from None
 
     def _check_keys(self, config_cls: type[PretrainedConfig]) -> None:
         known = config_keys(config_cls)
@@ -124,18 +146,19 @@ class HFCausalLM:
     def build(self, vocab_size: int, seq_len: int) -> torch.nn.Module:
         """The model for ``vocab_size`` tokens and ``seq_len`` positions (fp32): from scratch,
         or the ``pretrained`` weights, resized to the run's vocabulary when it differs."""
-        hf_config = self.hf_config.__class__.from_dict(self.hf_config.to_dict())
         options: dict[str, Any] = {
             "trust_remote_code": self.config.trust_remote_code,
             "attn_implementation": self.config.attn_implementation,
             "dtype": torch.float32,
         }
         if self.pretrained_dir is None:
-            hf_config.vocab_size = vocab_size
-            if hasattr(hf_config, "max_position_embeddings"):
-                hf_config.max_position_embeddings = seq_len
+            run_keys: dict[str, Any] = {"vocab_size": vocab_size}
+            if "max_position_embeddings" in config_keys(type(self.hf_config)):
+                run_keys["max_position_embeddings"] = seq_len
+            hf_config = self._scratch_config(**run_keys)
             model = AutoModelForCausalLM.from_config(hf_config, **options)
         else:
+            hf_config = self.hf_config
             limit = getattr(hf_config, "max_position_embeddings", None)
             if isinstance(limit, int) and limit < seq_len:
                 raise ConfigError(
