@@ -326,6 +326,33 @@ def test_resuming_with_an_unknown_run_id_starts_a_new_run(
     assert "logging the resumed run as a new MLflow run" in caplog.text
 
 
+def test_a_store_failing_mid_run_does_not_stop_training(
+    store: str, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    session = MlflowLogger(MlflowConfig(tracking_uri=store)).start(run_info(tmp_path / "r"))
+    session.log(MetricRecord(2, 256, 1, "train", TRAIN))
+    working = session.client.log_batch
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("database is locked\nmore detail")
+
+    monkeypatch.setattr(session.client, "log_batch", refuse)
+    with caplog.at_level(logging.WARNING, logger="baseline"):
+        session.log(MetricRecord(4, 512, 1, "train", TRAIN))
+        session.log(MetricRecord(6, 768, 1, "train", TRAIN))
+        monkeypatch.setattr(session.client, "log_batch", working)
+        session.log(MetricRecord(8, 1024, 1, "train", TRAIN))
+        session.finish(0)
+    assert caplog.messages == [
+        "mlflow: the metrics of step 4 were not logged (database is locked); training goes on, "
+        "metrics.jsonl has every value",
+        f"mlflow: 2 metric records of run {session.run_id} were not logged (see the first warning)",
+    ]
+    run = read_run(store, session.run_id)
+    assert run.steps("train_loss") == [2, 8]
+    assert run.status == "FINISHED"
+
+
 # -- start failures ----------------------------------------------------------------------------
 
 
@@ -345,6 +372,18 @@ def test_an_unreachable_tracking_server_is_one_line_at_once(tmp_path: Path) -> N
     )
     assert "\n" not in message
     assert not (tmp_path / "r" / RUN_ID_FILENAME).exists()
+
+
+def test_a_server_behind_a_proxy_is_not_probed_directly(monkeypatch: pytest.MonkeyPatch) -> None:
+    from baseline_mlflow.logger import _check_server_reachable
+
+    monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    _check_server_reachable("http://tracking.invalid:5000", 1.0)  # no connection attempted
+    monkeypatch.setenv("no_proxy", "127.0.0.1")
+    with pytest.raises(PluginError):
+        _check_server_reachable("http://127.0.0.1:9", 1.0)
 
 
 def test_a_store_that_cannot_be_created_is_one_config_error(tmp_path: Path) -> None:

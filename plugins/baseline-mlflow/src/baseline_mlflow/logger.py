@@ -21,6 +21,7 @@ import logging
 import os
 import socket
 import time
+import urllib.request
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -143,9 +144,17 @@ def _local_artifact_location(tracking_uri: str) -> str | None:
 
 
 def _check_server_reachable(tracking_uri: str, timeout_s: float) -> None:
-    """An HTTP tracking server must accept a connection within ``timeout_s`` seconds."""
+    """An HTTP tracking server must accept a connection within ``timeout_s`` seconds.
+
+    Skipped when a proxy serves the URL (MLflow's requests go through it, not straight to the
+    host); MLflow's own retries then decide.
+    """
     parsed = urlparse(tracking_uri)
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        return
+    if parsed.scheme in urllib.request.getproxies() and not urllib.request.proxy_bypass(
+        parsed.hostname
+    ):
         return
     port = parsed.port or (443 if parsed.scheme == "https" else 80)
     try:
@@ -242,14 +251,22 @@ class MlflowLogger:
         return self.config.experiment_name or from_env or run.project_name
 
     def _experiment_id(self, client: MlflowClient, run: RunInfo, tracking_uri: str) -> str:
+        from mlflow.exceptions import MlflowException
+
         name = self._experiment_name(run)
         experiment = client.get_experiment_by_name(name)
         if experiment is None:
-            return str(
-                client.create_experiment(
-                    name, artifact_location=_local_artifact_location(tracking_uri)
+            try:
+                return str(
+                    client.create_experiment(
+                        name, artifact_location=_local_artifact_location(tracking_uri)
+                    )
                 )
-            )
+            except MlflowException:
+                # Another run created it in the meantime; anything else fails again below.
+                experiment = client.get_experiment_by_name(name)
+                if experiment is None:
+                    raise
         if experiment.lifecycle_stage == "deleted":
             raise ConfigError(
                 f"MLflow experiment {name!r} is deleted in {tracking_uri}; restore it "
@@ -312,6 +329,8 @@ class MlflowSession:
         #: The last step whose ``tokens_seen`` was logged (train and validation records of one
         #: step both carry it; MLflow would keep both points).
         self._tokens_step: int | None = None
+        #: Records whose metrics the store refused (training goes on without them).
+        self.failed_records = 0
 
     def log_params(self, *, resumed: bool) -> None:
         """The flattened config as params; on resume, only the new ones (params are
@@ -359,16 +378,28 @@ class MlflowSession:
         try:
             self.client.log_batch(self.run_id, metrics=metrics)
         except Exception as error:
-            raise PluginError(
-                f"{KEY_PATH}: MLflow could not log the metrics of step {record.step}: "
-                f"{_first_line(error)}"
-            ) from None
+            # A tracking store that fails in the middle of a run does not stop training:
+            # metrics.jsonl keeps every value. The first failure is reported at once.
+            self.failed_records += 1
+            if self.failed_records == 1:
+                log.warning(
+                    "mlflow: the metrics of step %d were not logged (%s); training goes on, "
+                    "metrics.jsonl has every value",
+                    record.step,
+                    _first_line(error),
+                )
 
     def finish(self, exit_code: int) -> None:
         """Log the end-of-run artifacts and set the run's status from ``exit_code``."""
         if self.finished:
             return
         self.finished = True
+        if self.failed_records:
+            log.warning(
+                "mlflow: %d metric records of run %s were not logged (see the first warning)",
+                self.failed_records,
+                self.run_id,
+            )
         try:
             if exit_code == 0 and self.config.log_artifacts:
                 self.log_run_artifacts(END_ARTIFACTS)
