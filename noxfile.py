@@ -36,6 +36,8 @@ TEST_TOOLS = ("pytest>=8", "hypothesis>=6.100")
 # CI runs must be reproducible: hypothesis draws the same examples every run (pass
 # another --hypothesis-seed after `--` to explore).
 HYPOTHESIS_SEED = "--hypothesis-seed=20261124"
+#: Slow multi-process test modules, run by `nox -s distributed` instead of `nox -s tests`.
+SEPARATE_TESTS = ["tests/test_fsdp.py"]
 OFFLINE_ENV = {
     "WANDB_MODE": "offline",
     "HF_HUB_OFFLINE": "1",
@@ -58,7 +60,20 @@ def tests(session: nox.Session) -> None:
     # The core's `plot` extra (matplotlib) too: tests/test_plotting.py draws real figures.
     session.install(*CONSTRAINTS, "-e", ".[plot]", *editable, *TEST_TOOLS)
     test_dirs = ["tests", *(f"plugins/{plugin}/tests" for plugin in PLUGINS)]
-    session.run("pytest", HYPOTHESIS_SEED, *(session.posargs or test_dirs), env=OFFLINE_ENV)
+    # The multi-process FSDP and multi-node runs have their own session, `distributed`.
+    ignored = [f"--ignore={path}" for path in SEPARATE_TESTS]
+    session.run(
+        "pytest", HYPOTHESIS_SEED, *(session.posargs or [*ignored, *test_dirs]), env=OFFLINE_ENV
+    )
+
+
+@nox.session(python="3.11")
+def distributed(session: nox.Session) -> None:
+    """FSDP against DDP, DCP checkpoints and resumes, two nodes on localhost (torchrun, gloo)."""
+    _install_torch_first(session)
+    editable = [arg for plugin in STANDARD_PLUGINS for arg in ("-e", f"plugins/{plugin}")]
+    session.install(*CONSTRAINTS, "-e", ".", *editable, *TEST_TOOLS)
+    session.run("pytest", HYPOTHESIS_SEED, *(session.posargs or SEPARATE_TESTS), env=OFFLINE_ENV)
 
 
 @nox.session(python="3.11")
@@ -114,6 +129,7 @@ def demo(session: nox.Session) -> None:
         "distributed",
         "hf_streaming_memory",
         "diagnostics",
+        "gpu",
     ],
 )
 def bench(session: nox.Session, benchmark: str) -> None:
