@@ -97,7 +97,7 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         num_threads=1,
         epochs=30,
         max_steps=STEPS,
-        grad_accumulation_steps=1,
+        grad_accumulation_steps=2,  # gradient sync on the last micro-batch only
     )
     data["run"]["checkpoint_every_n_steps"] = 4
     data["logging"]["log_every_n_steps"] = 1
@@ -159,6 +159,17 @@ def test_fsdp_matches_ddp(ddp_run: Path, fsdp_run: Path) -> None:
         timeout=300,
     )
     assert sample.returncode == 0, sample.stderr
+
+
+def test_fsdp_with_muon_matches_ddp(workdir: Path) -> None:
+    # Muon steps the DTensor shards of the hidden matrices; its orthogonalisation must see
+    # the whole matrix, as under DDP.
+    muon = ("--set", 'train.optimizer="muon"', "--set", "train.max_steps=4")
+    ddp = run(workdir, *muon, "--set", "run.run_name=ddp_muon")
+    assert ddp.returncode == 0, ddp.stderr
+    fsdp = run(workdir, *FSDP, *muon, "--set", "run.run_name=fsdp_muon")
+    assert fsdp.returncode == 0, fsdp.stderr
+    assert_close_runs(workdir / "runs" / "fsdp_muon", workdir / "runs" / "ddp_muon")
 
 
 def _interrupt(workdir: Path, name: str) -> int:

@@ -113,3 +113,15 @@ def test_one_process_fsdp_run_and_resume_mismatches(
     with pytest.raises(ConfigError, match=r'saved with train\.parallelism = "ddp"'):
         model_pipeline(experiment_from_data(tiny_data, registry))
     assert (plain_dir / "baseline_checkpoint.pt").is_file()
+
+
+def test_one_process_fsdp_in_bf16_keeps_fp32_weights(
+    registry: ComponentRegistry, tiny_data: dict[str, Any]
+) -> None:
+    # MixedPrecisionPolicy(param_dtype=bf16, reduce_dtype=fp32): bf16 compute, fp32 master
+    # weights, so the final model is fp32.
+    tiny_data["train"].update(parallelism="fsdp", precision="bf16", max_steps=2, num_threads=1)
+    result = model_pipeline(experiment_from_data(tiny_data, registry))
+    final = torch.load(result.run_dir / "baseline_model.pt", weights_only=True)
+    assert {t.dtype for t in final.values()} == {torch.float32}
+    assert result.steps == 2 and result.final_metrics["val_loss"] > 0

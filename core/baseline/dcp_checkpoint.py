@@ -75,13 +75,16 @@ def save_sharded_checkpoint(
     step: int,
 ) -> None:
     """Write a checkpoint as ``paths[0]`` and rotate the older ones (every rank calls this)."""
-    from torch.distributed.checkpoint.state_dict_saver import save
     from torch.distributed.checkpoint.state_dict import get_state_dict
+    from torch.distributed.checkpoint.state_dict_saver import save
 
     newest = paths[0]
     staging = _temporary(newest)
     if dist.is_main:
-        for leftover in (staging, _retired(newest)):
+        retired = _retired(newest)
+        if retired.exists() and not newest.exists() and is_complete(retired):
+            os.replace(retired, newest)  # a crash mid-rotation: put it back before going on
+        for leftover in (staging, retired):
             shutil.rmtree(leftover, ignore_errors=True)
         staging.mkdir(parents=True)
         atomic_write_with(
@@ -145,8 +148,8 @@ def find_sharded_checkpoint(paths: Sequence[Path]) -> tuple[Path, dict[str, Any]
 def load_sharded_checkpoint(path: Path, model: nn.Module, optimizer: Any) -> None:
     """Load the model and optimizer state of ``path`` into the (sharded) ``model`` and
     ``optimizer``, resharding to this job's process count (every rank calls this)."""
-    from torch.distributed.checkpoint.state_dict_loader import load
     from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+    from torch.distributed.checkpoint.state_dict_loader import load
 
     optimizers = _optimizers(optimizer)
     model_state, optimizer_state = get_state_dict(model, optimizers)
