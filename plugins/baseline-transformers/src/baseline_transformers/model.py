@@ -184,6 +184,9 @@ class HFCausalLM:
 
     def export_hf(self, model: torch.nn.Module, directory: Path, info: ExportInfo) -> None:
         """``save_pretrained`` of the trained model, with the end-of-segment token as EOS."""
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
         assert isinstance(model, HFCausalLMModule)
         hf = model.hf
         hf.config.eos_token_id = info.end_of_segment_id

@@ -127,8 +127,14 @@ class HFTokenizer:
         return str(self.tokenizer.decode(list(ids), skip_special_tokens=True))
 
     def export_hf(self, directory: Path, info: ExportInfo) -> None:
-        """``save_pretrained`` of the tokenizer with its end-of-segment token as EOS."""
-        self.tokenizer.save_pretrained(directory)
+        """``save_pretrained`` of the tokenizer with its end-of-segment token as EOS and the
+        run's context length as ``model_max_length``."""
+        tokenizer = self.tokenizer
+        tokenizer.model_max_length = info.seq_len
+        try:
+            tokenizer.save_pretrained(directory)
+        finally:
+            tokenizer.model_max_length = _UNLIMITED
 
 
 def _special_examples(tokenizer: Any) -> str:
