@@ -67,5 +67,14 @@ def _project_of(run_dir: Path) -> str | None:
 
 
 def _last_written(run_dir: Path) -> float:
-    times = [child.stat().st_mtime for child in run_dir.iterdir() if child.is_file()]
-    return max(times, default=run_dir.stat().st_mtime)
+    times = []
+    for child in run_dir.iterdir():
+        try:  # a file may be replaced or removed while the directory is listed
+            if child.is_file():
+                times.append(child.stat().st_mtime)
+        except OSError:
+            continue
+    try:
+        return max(times, default=run_dir.stat().st_mtime)
+    except OSError:
+        return 0.0
