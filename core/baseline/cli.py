@@ -106,6 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--top-p", type=float, default=None)
     sample.add_argument("--seed", type=int, default=None)
     sample.add_argument("--num-samples", type=int, default=1)
+    sample.add_argument(
+        "--stop-at-segment-end",
+        action="store_true",
+        help="end each sample at its first end-of-segment token (by default the token is "
+        "written as the dataset's delimiter, e.g. a blank line, and sampling goes on)",
+    )
     export = commands.add_parser(
         "export", help="write a finished run as a Hugging Face model and tokenizer directory"
     )
@@ -221,6 +227,7 @@ def command_sample(args: argparse.Namespace) -> int:
         top_p=args.top_p,
         seed=args.seed,
         num_samples=args.num_samples,
+        stop_at_segment_end=args.stop_at_segment_end,
     )
     options.check()
     samples = generate(load_run(args.run_dir), prompt, options)
