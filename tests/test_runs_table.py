@@ -6,6 +6,7 @@ import io
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -14,8 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from core_support import write_toml
 
 from baseline.cli import main
+from baseline.file_locks import run_lock_path
 from baseline.loading import experiment_from_data
 from baseline.pipeline import model_pipeline
 from baseline.plugins import default_plugins
@@ -56,10 +59,11 @@ def metrics(run_dir: Path) -> list[dict[str, Any]]:
 def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An artifacts root with a run of each state.
 
-    ``old`` and ``new`` are real complete runs; ``stopped`` is ``old`` without its final
-    files (a checkpoint is left: interrupted), ``crashed`` has no checkpoint (failed),
-    ``training`` has its metrics file held open by a live process, and ``starting`` was just
-    created and has no metrics file yet.
+    ``old`` and ``new`` are real complete runs (their lock files were released);
+    ``stopped`` is ``old`` without its final files (a checkpoint is left: interrupted),
+    ``crashed`` has no checkpoint (failed; its lock file names a process that ended),
+    ``training`` has its lock held by a live process (see ``holder``), and ``starting`` has no
+    lock file (a run of an older baseline) and was just written.
     """
     workdir = tmp_path_factory.mktemp("runs-table")
     old = train(workdir, "old")
@@ -73,6 +77,7 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     crashed.mkdir()
     for name in ("run_config.json", "metrics.jsonl", "tokenizer.json"):
         shutil.copy(old / name, crashed / name)
+    run_lock_path(crashed).write_text('{"pid": 999999999, "started": "2026-01-01T00:00:00"}\n')
     training = runs / "training"
     shutil.copytree(crashed, training)
     starting = runs / "starting"
@@ -87,11 +92,19 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def holder(root: Path) -> Any:
-    """A live process that holds ``training/metrics.jsonl`` open, as a training run does."""
-    path = root / "training" / "metrics.jsonl"
-    code = f"import sys, time\nhandle = open({str(path)!r}, 'a')\nprint('open', flush=True)\ntime.sleep(600)"
+    """A live process that holds the lock of ``training``, as the pipeline does for a run."""
+    code = textwrap.dedent(
+        f"""
+        import time
+        from pathlib import Path
+        from baseline.file_locks import run_directory_lock
+        with run_directory_lock(Path({str(root / "training")!r})):
+            print("locked", flush=True)
+            time.sleep(600)
+        """
+    )
     process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    assert process.stdout is not None and process.stdout.readline().strip() == "open"
+    assert process.stdout is not None and process.stdout.readline().strip() == "locked"
     yield process
     process.kill()
     process.wait()
@@ -119,20 +132,22 @@ def test_states_and_order(root: Path, holder: Any) -> None:
     ]
 
 
-def test_running_without_proc_and_stale_runs(root: Path) -> None:
-    # Without /proc (held_open=None), recent activity is the only sign of a live run.
+def test_without_proc_locks_the_lock_files_process_must_be_alive(root: Path, holder: Any) -> None:
+    assert summarize_run(root / "training", locks=None).state == "running"  # holder's pid
+    assert summarize_run(root / "crashed", locks=None).state == "failed"  # pid 999999999
+    assert summarize_run(root / "training", locks=frozenset()).state == "failed"
+
+
+def test_runs_without_a_lock_file_are_running_while_recently_written(root: Path) -> None:
     now = time.time()
-    assert summarize_run(root / "starting", held_open=None, now=now).state == "running"
-    assert summarize_run(root / "training", held_open=None, now=now).state == "failed"
-    updated = summarize_run(root / "training").updated
-    assert summarize_run(root / "training", held_open=None, now=updated + 10).state == "running"
-    # A run created long ago that never opened its metrics file did not survive.
-    later = now + RECENT_S + 1
-    assert summarize_run(root / "starting", held_open=frozenset(), now=later).state == "failed"
+    assert summarize_run(root / "starting", now=now).state == "running"
+    assert summarize_run(root / "starting", now=now + RECENT_S + 1).state == "failed"
+    stale = summarize_run(root / "old", now=now)  # complete: never "running" by recency
+    assert stale.state == "complete"
 
 
 def test_values_come_from_the_run_files(root: Path) -> None:
-    summary = summarize_run(root / "old", held_open=frozenset())
+    summary = summarize_run(root / "old", locks=frozenset())
     records = metrics(root / "old")
     run_config = json.loads((root / "old" / "run_config.json").read_text())
     validations = [r["val_bpb"] for r in records if r["phase"] == "validation"]
@@ -251,6 +266,49 @@ def test_a_run_directory_as_the_root_lists_that_run(
 ) -> None:
     assert main(["runs", str(root / "old"), "--json"]) == 0
     assert [row["name"] for row in json.loads(capsys.readouterr().out)] == ["old"]
+
+
+def test_a_real_run_is_running_then_interrupted(tmp_path: Path) -> None:
+    """``baseline runs`` beside a real training process: running while it trains (it holds
+    its lock), interrupted once Ctrl-C stopped it after a checkpoint, complete after a
+    resume."""
+    data = tiny_experiment_data(tmp_path)
+    data["train"].update(num_threads=1, epochs=200)
+    data["run"]["checkpoint_every_n_steps"] = 2
+    write_toml(tmp_path / "exp.toml", data)
+    env = {k: v for k, v in os.environ.items() if k != "BASELINE_DEBUG"}
+    process = subprocess.Popen(
+        [str(BIN / "baseline-run"), "exp.toml"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    run_dir = tmp_path / "runs" / "tiny"
+
+    def state() -> str:
+        listed = subprocess.run(
+            [str(BIN / "baseline"), "runs", str(run_dir.parent), "--json"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert listed.returncode == 0, listed.stderr
+        (row,) = json.loads(listed.stdout)
+        return str(row["state"])
+
+    try:
+        deadline = time.time() + 120
+        while not (run_dir / "baseline_checkpoint.pt").exists():
+            assert process.poll() is None and time.time() < deadline, process.communicate()
+            time.sleep(0.1)
+        assert state() == "running"
+    finally:
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert state() == "interrupted"
 
 
 def test_a_truncated_metrics_line_is_skipped(tmp_path: Path, root: Path) -> None:

@@ -1,17 +1,20 @@
 """``baseline runs``: one row per run directory under an artifacts root.
 
 Everything comes from the run directories' files (``run_config.json``, ``metrics.jsonl``,
-``inference_config.json`` and which checkpoint and model files exist); nothing imports torch,
+``inference_config.json``, which checkpoint and model files exist, and the run's lock file
+beside the directory); nothing imports torch,
 so listing hundreds of runs takes well under a second.
 
 A run's state:
 
-- ``complete``: ``inference_config.json`` and the final model file exist (training ended
-  and the artifacts were written);
-- ``running``: not complete, and a process on this machine has its ``metrics.jsonl`` open
-  (read from ``/proc`` on Linux), or, where that cannot be checked or before the file is
-  opened, one of its files changed in the last :data:`RECENT_S` seconds and it has no
-  checkpoint or final model yet;
+- ``running``: a process holds the run's lock, ``<artifacts_root>/.<run_name>.lock``, which
+  the pipeline holds (``flock``) from start to end (:mod:`baseline.file_locks`). On Linux the
+  held locks are read from ``/proc/locks``, which disturbs nothing; elsewhere the process
+  named in the lock file must be alive. A run without a lock file (written by an older
+  baseline) counts as running while one of its files changed in the last :data:`RECENT_S`
+  seconds;
+- ``complete``: not running, and ``inference_config.json`` and the final model file exist
+  (training ended and the artifacts were written);
 - ``interrupted``: not complete, not running, and a checkpoint exists: stopped by Ctrl-C or
   SIGTERM, or crashed after a checkpoint; ``--resume`` continues it;
 - ``failed``: anything else (it ended before its first checkpoint).
@@ -24,12 +27,13 @@ import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Literal, TextIO
 
 import attrs
 
 from baseline.artifacts import INFERENCE_CONFIG_FILENAME, METRICS_FILENAME, RUN_CONFIG_FILENAME
 from baseline.errors import DataError
+from baseline.file_locks import run_lock_path
 from baseline.run_files import read_json, read_metrics, training_clock
 
 __all__ = [
@@ -38,15 +42,17 @@ __all__ = [
     "STATES",
     "RunSummary",
     "find_runs",
-    "open_files",
+    "held_locks",
     "render_lines",
     "render_table",
     "summarize_run",
     "summarize_runs",
 ]
 
-#: A run without an open metrics file still counts as running this long after its last write.
+#: A run without a lock file counts as running this long after its last write.
 RECENT_S = 120.0
+#: ``(device major, device minor, inode)`` of a file.
+FileKey = tuple[int, int, int]
 STATES = ("complete", "running", "interrupted", "failed")
 DEFAULT_CHECKPOINT = "baseline_checkpoint.pt"
 DEFAULT_FINAL_MODEL = "baseline_model.pt"
@@ -133,44 +139,68 @@ def _is_run(directory: Path) -> bool:
     return (directory / RUN_CONFIG_FILENAME).is_file() or (directory / METRICS_FILENAME).is_file()
 
 
-def open_files() -> frozenset[Path] | None:
-    """Files that processes on this machine hold open, from ``/proc/<pid>/fd`` (Linux).
-
-    Processes of other users are skipped. ``None`` when ``/proc`` cannot be read.
-    """
-    proc = Path("/proc")
-    if not (proc / "self" / "fd").is_dir():
-        return None
-    found: set[Path] = set()
+def held_locks() -> frozenset[FileKey] | None:
+    """The files on which some process of this machine holds a ``flock`` (Linux
+    ``/proc/locks``; waiters are left out). ``None`` when ``/proc/locks`` cannot be read."""
     try:
-        pids = [entry for entry in os.listdir(proc) if entry.isdigit()]
+        text = Path("/proc/locks").read_text(encoding="ascii", errors="replace")
     except OSError:
         return None
-    for pid in pids:
-        fd_dir = proc / pid / "fd"
+    held: set[FileKey] = set()
+    for line in text.splitlines():
+        # "3: FLOCK  ADVISORY  WRITE 29726 fe:00:2146331 0 EOF"; waiters read "3: -> FLOCK ..."
+        fields = line.split()
+        if len(fields) < 6 or fields[1] != "FLOCK":
+            continue
         try:
-            fds = os.listdir(fd_dir)
-        except OSError:
-            continue  # another user's process, or one that just ended
-        for fd in fds:
-            try:
-                target = os.readlink(fd_dir / fd)
-            except OSError:
-                continue
-            if target.startswith("/"):
-                found.add(Path(target))
-    return frozenset(found)
+            major, minor, inode = fields[5].split(":")
+            held.add((int(major, 16), int(minor, 16), int(inode)))
+        except ValueError:
+            continue
+    return frozenset(held)
+
+
+def _file_key(path: Path) -> FileKey | None:
+    try:
+        status = path.stat()
+    except OSError:
+        return None
+    return os.major(status.st_dev), os.minor(status.st_dev), status.st_ino
+
+
+def _holder_alive(lock: Path) -> bool:
+    """Whether the process named in a lock file is alive (where ``/proc/locks`` is missing).
+
+    The file is kept after the run, so its process may be gone, or its pid reused.
+    """
+    holder = read_json(lock)
+    pid = holder.get("pid") if holder else None
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except PermissionError:
+        return True  # alive, another user's
+    except OSError:
+        return False
+    return True
 
 
 def summarize_run(
-    run_dir: Path, *, held_open: frozenset[Path] | None = None, now: float | None = None
+    run_dir: Path,
+    *,
+    locks: frozenset[FileKey] | Literal["read"] | None = "read",
+    now: float | None = None,
 ) -> RunSummary:
     """The :class:`RunSummary` of one run directory.
 
-    ``held_open`` is :func:`open_files`'s result (``None``: unknown, the state then relies on
-    modification times); ``now`` the current time.
+    ``locks`` is :func:`held_locks`'s result (``"read"``: read it now; ``None``: unknown, the
+    lock file's process is checked instead, which is wrong when that process lives on after
+    its run, as a notebook does); ``now`` the current time.
     """
     now = time.time() if now is None else now
+    if locks == "read":
+        locks = held_locks()
     run_config = read_json(run_dir / RUN_CONFIG_FILENAME) or {}
     config = run_config.get("config")
     config = config if isinstance(config, Mapping) else {}
@@ -191,7 +221,7 @@ def summarize_run(
     return RunSummary(
         name=run_dir.absolute().name,
         path=run_dir.absolute(),
-        state=_state(run_dir, final_model, checkpoint, held_open, updated, now),
+        state=_state(run_dir, final_model, checkpoint, locks, updated, now),
         project=_text(run_section.get("project_name")),
         model=_text(_section(config, "model").get("name")),
         parameters=_integer(run_config.get("parameters")),
@@ -209,22 +239,21 @@ def _state(
     run_dir: Path,
     final_model: str,
     checkpoint: str,
-    held_open: frozenset[Path] | None,
+    locks: frozenset[FileKey] | None,
     updated: float,
     now: float,
 ) -> str:
-    if (run_dir / INFERENCE_CONFIG_FILENAME).is_file() and (run_dir / final_model).is_file():
+    complete = (run_dir / INFERENCE_CONFIG_FILENAME).is_file() and (run_dir / final_model).is_file()
+    lock = run_lock_path(run_dir)
+    if lock.is_file():
+        # Held also while a complete run is resumed for more steps.
+        if _file_key(lock) in locks if locks is not None else _holder_alive(lock):
+            return "running"
+    elif not complete and now - updated < RECENT_S:
+        return "running"  # a run of a baseline without run locks: recent activity is the sign
+    if complete:
         return "complete"
-    metrics = run_dir / METRICS_FILENAME
-    if held_open is not None and _resolved(metrics) in held_open:
-        return "running"
-    has_checkpoint = bool(_checkpoints(run_dir, checkpoint))
-    if now - updated < RECENT_S:
-        if held_open is None:  # no /proc: recent activity is the only sign
-            return "running"
-        if not metrics.exists() and not has_checkpoint:  # starting: the file is not open yet
-            return "running"
-    return "interrupted" if has_checkpoint else "failed"
+    return "interrupted" if _checkpoints(run_dir, checkpoint) else "failed"
 
 
 def _checkpoints(run_dir: Path, checkpoint: str) -> list[Path]:
@@ -234,13 +263,6 @@ def _checkpoints(run_dir: Path, checkpoint: str) -> list[Path]:
     found = [newest] if newest.is_file() else []
     found += sorted(run_dir.glob(f"{stem}.[0-9]*{suffix}"))
     return found
-
-
-def _resolved(path: Path) -> Path:
-    try:
-        return path.resolve()
-    except OSError:
-        return path
 
 
 def _mtime(path: Path) -> float:
@@ -308,8 +330,8 @@ def _iso(timestamp: float, *, minutes: bool = False) -> str:
 def summarize_runs(root: Path, *, now: float | None = None) -> list[RunSummary]:
     """Every run under ``root``, newest first (by last modification)."""
     directories = find_runs(root)
-    held = open_files() if directories else None
-    summaries = [summarize_run(d, held_open=held, now=now) for d in directories]
+    locks = held_locks() if directories else None
+    summaries = [summarize_run(d, locks=locks, now=now) for d in directories]
     return sorted(summaries, key=lambda s: (-s.updated, s.name))
 
 
