@@ -221,7 +221,9 @@ def test_baseline_plugins_does_not_import_torch() -> None:
         main(["plugins"])
         heavy = [
             m
-            for m in ("torch", "wandb", "datasets", "tensorboard", "mlflow", "matplotlib")
+            for m in (
+                "torch", "wandb", "datasets", "tensorboard", "mlflow", "matplotlib", "transformers"
+            )
             if m in sys.modules
         ]
         assert not heavy, heavy
