@@ -244,3 +244,22 @@ name = "holdout"
     assert lines[0].startswith(
         f"error: {toml}: model.config.rope_thetaa: LlamaConfig (llama) has no key 'rope_thetaa'"
     )
+
+
+def test_pretrained_overrides_and_positions_are_checked(
+    data: dict[str, Any], tmp_path: Path
+) -> None:
+    from hf_support import save_tiny_llama
+
+    pretrained = save_tiny_llama(tmp_path / "llama", vocab_size=300)  # 64 positions
+    data["model"] = {"name": "hf_causal_lm", "pretrained": str(pretrained), "config": {"x": 1}}
+    with pytest.raises(ConfigError) as caught:
+        validate(data)
+    assert one_line(caught.value).startswith("model.config.x: LlamaConfig (llama) has no key 'x'")
+    data["model"]["config"] = {}
+    data["train"]["seq_len"] = 65
+    with pytest.raises(ConfigError) as caught:
+        run(data)
+    assert one_line(caught.value).startswith(
+        f"train.seq_len: must be <= 64, the max_position_embeddings of {pretrained}"
+    )
