@@ -57,9 +57,11 @@ def muon_parameters(model: torch.nn.Module, vocab_size: int) -> list[torch.nn.Pa
     (``out_features == vocab_size``). Embeddings, norms and biases are left to AdamW."""
     chosen: list[torch.nn.Parameter] = []
     for module in model.modules():
-        is_hidden = isinstance(module, torch.nn.Linear) and module.out_features != vocab_size
-        if is_hidden and module.weight.ndim == 2 and module.weight.requires_grad:
-            chosen.append(module.weight)
+        if not isinstance(module, torch.nn.Linear) or module.out_features == vocab_size:
+            continue
+        weight = module.weight
+        if isinstance(weight, torch.nn.Parameter) and weight.ndim == 2 and weight.requires_grad:
+            chosen.append(weight)
     embedding_ids = {
         id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)
     }  # a tied output layer shares the embedding's weight

@@ -67,7 +67,7 @@ def measure_segments(segments: Iterable[str], directory: Path | None = None) -> 
 
 def _open(directory: Path) -> np.ndarray:
     meta = json.loads((directory / _META_FILENAME).read_text())
-    sizes = np.load(directory / SIZES_FILENAME, mmap_mode="r")
+    sizes: np.ndarray = np.load(directory / SIZES_FILENAME, mmap_mode="r")
     if len(sizes) != meta["segments"]:
         raise DataError(f"{directory}: segment sizes are incomplete; delete the directory")
     return sizes
