@@ -29,14 +29,15 @@ def build_config() -> ExperimentConfig:
             path=str(ROOT / "data" / "tinyshakespeare.txt"), segment_delimiter="\n\n"
         ),
         tokenizer=BPETokenizerConfig(
-            base_vocab_size=8192,
+            base_vocab_size=4096,
             num_special_tokens=1,
-            vocab_path=str(ROOT / "artifacts" / "tokenizers" / "tiny_shakespeare_bpe8192.json"),
+            vocab_path=str(ROOT / "artifacts" / "tokenizers" / "tiny_shakespeare_bpe4096.json"),
         ),
-        model=BaselineDecoderConfig(d_model=128, n_heads=4, layers=4),
+        model=BaselineDecoderConfig(d_model=128, n_heads=4, layers=4, position_encoding="rope"),
         train=TrainConfig(
             max_time_s=100,
-            learning_rate=4e-3,
+            learning_rate=8e-3,
+            optimizer="muon",
             warmup_steps=100,
             lr_schedule="cosine",
             adam_beta2=0.99,

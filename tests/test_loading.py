@@ -203,3 +203,23 @@ def test_unstructured_config_is_plain_json_and_loads_back_equal(
     assert experiment_from_data(data, registry) == config
     again = load_experiment(write_toml(tmp_path / "again.toml", data), registry)
     assert again == config
+
+
+def test_the_python_experiment_is_the_toml_experiment(registry: ComponentRegistry) -> None:
+    import importlib.util
+
+    from baseline.loading import experiment_to_data
+
+    spec = importlib.util.spec_from_file_location(
+        "tiny_shakespeare_py", REPO_ROOT / "experiments/tiny_shakespeare.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    from_python = experiment_to_data(module.build_config(), registry)
+    from_toml = experiment_to_data(
+        load_experiment(REPO_ROOT / "experiments/tiny_shakespeare.toml", registry), registry
+    )
+    from_toml["run"].pop("requires")
+    from_python["run"].pop("requires")
+    assert from_python == from_toml
