@@ -63,7 +63,12 @@ def losses(run_dir: Path) -> list[tuple[Any, ...]]:
     ]
 
 
-def assert_close_runs(a: Path, b: Path, keys: tuple[str, ...] = ("train_loss", "val_loss")) -> None:
+def assert_close_runs(
+    a: Path,
+    b: Path,
+    keys: tuple[str, ...] = ("train_loss", "val_loss"),
+    weights_atol: float = 1e-4,
+) -> None:
     ma, mb = metrics(a), metrics(b)
     assert [(m["step"], m["phase"]) for m in ma] == [(m["step"], m["phase"]) for m in mb]
     for x, y in zip(ma, mb, strict=True):
@@ -74,7 +79,8 @@ def assert_close_runs(a: Path, b: Path, keys: tuple[str, ...] = ("train_loss", "
     wa, wb = weights(a), weights(b)
     assert wa.keys() == wb.keys()
     for key in wa:
-        assert torch.allclose(wa[key], wb[key], atol=1e-4), key
+        difference = (wa[key] - wb[key]).abs().max().item()
+        assert difference <= weights_atol, (key, difference)
 
 
 def assert_identical_runs(a: Path, b: Path) -> None:
@@ -169,7 +175,11 @@ def test_fsdp_with_muon_matches_ddp(workdir: Path) -> None:
     assert ddp.returncode == 0, ddp.stderr
     fsdp = run(workdir, *FSDP, *muon, "--set", "run.run_name=fsdp_muon")
     assert fsdp.returncode == 0, fsdp.stderr
-    assert_close_runs(workdir / "runs" / "fsdp_muon", workdir / "runs" / "ddp_muon")
+    # torch.optim.Muon orthogonalises in bf16: the float differences of the two gradient
+    # reductions can round to neighbouring bf16 values, so the weights get a looser bound.
+    assert_close_runs(
+        workdir / "runs" / "fsdp_muon", workdir / "runs" / "ddp_muon", weights_atol=1e-3
+    )
 
 
 def _interrupt(workdir: Path, name: str) -> int:
