@@ -1,4 +1,4 @@
-"""Command line: ``baseline run|validate|plugins|runs|plot|sample|export`` and ``baseline-run``.
+"""Command line: ``baseline run|validate|plugins|runs|plot|sample|export|eval``, ``baseline-run``.
 
 Every user-facing failure prints one line on stderr and exits non-zero (2 for bad input, 1
 for a failed training run, 130/143 when interrupted); no traceback unless
@@ -82,6 +82,28 @@ def _add_inspection_commands(
     )
 
 
+def _add_eval_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``eval``: score a finished run on a text (its model and tokenizer; no experiment)."""
+    evaluate = commands.add_parser(
+        "eval", help="loss, perplexity and bits/byte of a finished run on a text"
+    )
+    evaluate.add_argument("run_dir", metavar="RUN_DIR", help="a finished run directory")
+    text = evaluate.add_mutually_exclusive_group(required=True)
+    text.add_argument(
+        "--data", metavar="FILE", help="a UTF-8 text, cut into segments at the run's delimiter"
+    )
+    text.add_argument(
+        "--dataset", metavar="EXPERIMENT", help="every segment of this experiment's [dataset]"
+    )
+    evaluate.add_argument("--json", action="store_true", help="print the figures as JSON")
+    evaluate.add_argument(
+        "--device", choices=("auto", "cpu", "cuda", "mps"), default="auto", help="default: auto"
+    )
+    evaluate.add_argument(
+        "--batch-size", type=int, default=None, help="windows per batch (default: the run's)"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``baseline`` argument parser."""
     parser = argparse.ArgumentParser(
@@ -95,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_experiment_arguments(validate)
     commands.add_parser("plugins", help="list installed plugins and their components")
     _add_inspection_commands(commands)
+    _add_eval_command(commands)
     sample = commands.add_parser("sample", help="generate text from a finished run")
     sample.add_argument("run_dir", help="a run directory (holds inference_config.json)")
     source = sample.add_mutually_exclusive_group()
@@ -290,6 +313,23 @@ def command_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_eval(args: argparse.Namespace) -> int:
+    """Print the loss, perplexity and bits per byte of a finished run on a text."""
+    import json
+
+    from baseline.evaluation import evaluate_run
+
+    result = evaluate_run(
+        args.run_dir,
+        data=args.data,
+        dataset=args.dataset,
+        device=args.device,
+        batch_size=args.batch_size,
+    )
+    print(json.dumps(result.to_json(), indent=2) if args.json else result.render())
+    return 0
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "run": command_run,
     "validate": command_validate,
@@ -298,6 +338,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "plot": command_plot,
     "sample": command_sample,
     "export": command_export,
+    "eval": command_eval,
 }
 
 

@@ -3,6 +3,8 @@
 1. Measure every segment (its UTF-8 size): the only thing the split sees.
 2. Split the segments into training and validation.
 3. Fit the tokenizer on the training segments only: not one validation segment reaches it.
+   With ``run.init_from`` the source run's tokenizer file is loaded instead (after checking
+   that the source's weights learned from none of this split's validation segments).
 4. Tokenize every segment (or reuse the token cache) and cut the stream into the token
    ranges of each side.
 """
@@ -21,6 +23,7 @@ import numpy as np
 from baseline.components import Components
 from baseline.config import ExperimentConfig
 from baseline.errors import ConfigError, DataError, PluginError
+from baseline.init_from import SourceRun, reuse_source_tokenizer
 from baseline.plugin_output import PluginOutputError, component_label
 from baseline.prepared_data import PreparedData
 from baseline.protocols import DatasetAdapter, FitSource
@@ -133,13 +136,20 @@ def load_token_stream(
 
 
 def prepare_data(
-    config: ExperimentConfig, components: Components, config_data: Mapping[str, Any]
+    config: ExperimentConfig,
+    components: Components,
+    config_data: Mapping[str, Any],
+    init: SourceRun | None = None,
 ) -> PreparedData:
-    """Measure and split the segments, fit the tokenizer on the training side, tokenize."""
+    """Measure and split the segments, fit the tokenizer on the training side, tokenize.
+
+    With ``init`` (the run ``run.init_from`` names) the tokenizer loads that run's file
+    instead of fitting.
+    """
     scratch_root = token_cache_root(config)
     scratch_root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".segment-sizes-", dir=scratch_root) as scratch:
-        return _prepare(config, components, config_data, Path(scratch))
+        return _prepare(config, components, config_data, Path(scratch), init)
 
 
 def _prepare(
@@ -147,6 +157,7 @@ def _prepare(
     components: Components,
     config_data: Mapping[str, Any],
     scratch: Path,
+    init: SourceRun | None = None,
 ) -> PreparedData:
     dataset_name = str(config_data["dataset"].get("name", "dataset"))
     sizes = measure(config, components, scratch)
@@ -160,7 +171,11 @@ def _prepare(
 
     started = time.perf_counter()
     source = FitSource(dataset_name, identity, train_mask)
-    components.tokenizer.fit(training_segments(components.dataset.segments(), train_mask), source)
+    if init is not None:
+        reuse_source_tokenizer(components.tokenizer, init, source)
+    else:
+        segments = training_segments(components.dataset.segments(), train_mask)
+        components.tokenizer.fit(segments, source)
     log.info(
         "tokenizer ready: %d tokens in vocabulary (%.1fs); split: %s training and %s validation "
         "segments, only the training ones reach the tokenizer",
@@ -194,6 +209,7 @@ def _prepare(
         train_segments=len(train),
         validation_segments=len(validation),
         end_of_segment_text=delimiter,
+        fit_source=source,
     )
     check_data_size(config, prepared)
     return prepared

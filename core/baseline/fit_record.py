@@ -26,8 +26,10 @@ from baseline.protocols import FitSource
 __all__ = [
     "FIT_RECORD_SUFFIX",
     "check_fit_record",
+    "check_record",
     "fit_record_path",
     "mask_digest",
+    "read_fit_record",
     "whole_corpus_source",
     "write_fit_record",
 ]
@@ -85,30 +87,61 @@ def _refit_hint(key_path: str) -> str:
     return f"delete it (and its {FIT_RECORD_SUFFIX}) or point {key_path} at a new file"
 
 
-def check_fit_record(fitted_file: Path, source: FitSource, *, key_path: str) -> str:
-    """Check that reusing ``fitted_file`` with ``source``'s split is honest.
+def read_fit_record(fitted_file: Path, *, key_path: str, fix: str | None = None) -> dict[str, Any]:
+    """The record of ``fitted_file`` as a dict.
 
-    Returns a sentence for the log saying what the file was fitted on. Raises
-    :class:`~baseline.errors.ConfigError` (naming ``key_path``) when the file has no readable
-    record, or learned from segments that are validation segments of this split.
+    Raises :class:`~baseline.errors.ConfigError` (naming ``key_path``, ending with ``fix`` or
+    the default hint to refit) when there is no record or it cannot be read.
     """
     record_path = fit_record_path(fitted_file)
-    fix = _refit_hint(key_path)
+    hint = fix or _refit_hint(key_path)
     try:
-        record = json.loads(record_path.read_text(encoding="utf-8"))
-        recorded_mask = _decode_mask(record["train_segments"], int(record["num_segments"]))
-        identity = record["dataset_identity"]
+        record: dict[str, Any] = json.loads(record_path.read_text(encoding="utf-8"))
+        _decode_mask(record["train_segments"], int(record["num_segments"]))
+        if "dataset_identity" not in record:
+            raise KeyError("dataset_identity")
     except FileNotFoundError:
+        tail = fix or f"{hint} to fit one on this split's training segments"
         raise ConfigError(
             f"{fitted_file} has no fit record ({record_path.name}), so nothing shows it was "
             "not fitted on validation text (files written before fit records existed have "
-            f"none); {fix} to fit one on this split's training segments",
+            f"none); {tail}",
             key_path=key_path,
         ) from None
     except (OSError, ValueError, KeyError, TypeError, zlib.error) as error:
         raise ConfigError(
-            f"{record_path} is unreadable ({type(error).__name__}); {fix}", key_path=key_path
+            f"{record_path} is unreadable ({type(error).__name__}); {hint}", key_path=key_path
         ) from None
+    return record
+
+
+def check_fit_record(
+    fitted_file: Path, source: FitSource, *, key_path: str, fix: str | None = None
+) -> str:
+    """Check that reusing ``fitted_file`` with ``source``'s split is honest.
+
+    Returns a sentence for the log saying what the file was fitted on. Raises
+    :class:`~baseline.errors.ConfigError` (naming ``key_path``) when the file has no readable
+    record, or learned from segments that are validation segments of this split. ``fix``
+    replaces the default advice (delete the file or point ``key_path`` at a new one).
+    """
+    record = read_fit_record(fitted_file, key_path=key_path, fix=fix)
+    return check_record(record, fitted_file, source, key_path=key_path, fix=fix)
+
+
+def check_record(
+    record: dict[str, Any],
+    fitted_file: Path,
+    source: FitSource,
+    *,
+    key_path: str,
+    fix: str | None = None,
+) -> str:
+    """:func:`check_fit_record` for a record already read (``fitted_file`` names it)."""
+    hint = fix or _refit_hint(key_path)
+    refit = fix or f"{hint} to fit one on this split's training segments"
+    recorded_mask = _decode_mask(record["train_segments"], int(record["num_segments"]))
+    identity = record["dataset_identity"]
     same_dataset = identity is not None and identity == source.dataset_identity
     if identity is not None and source.dataset_identity is not None and not same_dataset:
         return (
@@ -120,13 +153,13 @@ def check_fit_record(fitted_file: Path, source: FitSource, *, key_path: str) -> 
         if same_dataset:  # cannot happen unless the dataset is not deterministic
             raise ConfigError(
                 f"{fitted_file} was fitted on {len(recorded_mask):,} segments of this dataset, "
-                f"which now has {source.num_segments:,}; {fix}",
+                f"which now has {source.num_segments:,}; {hint}",
                 key_path=key_path,
             )
         raise ConfigError(
             f"{fitted_file} was fitted on a dataset of {len(recorded_mask):,} segments that "
             f"cannot be told apart from this one ({source.num_segments:,} segments, no "
-            f"fingerprint); {fix}",
+            f"fingerprint); {hint}",
             key_path=key_path,
         )
     leaked = int(np.count_nonzero(recorded_mask & ~source.train_mask))
@@ -134,8 +167,8 @@ def check_fit_record(fitted_file: Path, source: FitSource, *, key_path: str) -> 
     if leaked:
         raise ConfigError(
             f"{fitted_file} was fitted on a different split of this dataset: {leaked:,} of "
-            f"this split's {validation:,} validation segments were in its training text; {fix} "
-            "to fit one on this split's training segments",
+            f"this split's {validation:,} validation segments were in its training text; "
+            f"{refit}",
             key_path=key_path,
         )
     if record.get("train_segments_digest") == mask_digest(source.train_mask):

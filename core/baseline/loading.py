@@ -286,17 +286,31 @@ def resolve_paths(config: Any, base_dir: Path) -> Any:
     for field in attrs.fields(type(config)):
         value = getattr(config, field.name)
         if field.metadata.get(PATH_METADATA_KEY) and isinstance(value, str):
-            expanded = Path(value).expanduser()
-            if not expanded.is_absolute():
-                changes[field.name] = str((base_dir / expanded).resolve())
-            elif str(expanded) != value:
-                changes[field.name] = str(expanded)
+            try:
+                expanded = Path(value).expanduser()
+                if not expanded.is_absolute():
+                    changes[field.name] = str((base_dir / expanded).resolve())
+                elif str(expanded) != value:
+                    changes[field.name] = str(expanded)
+            except (ValueError, RuntimeError, OSError) as error:  # a NUL byte, ~nosuchuser
+                raise ConfigError(
+                    f"not a usable path: {value!r} ({error})", key_path=field.name
+                ) from None
         elif attrs.has(type(value)):
-            resolved = resolve_paths(value, base_dir)
+            try:
+                resolved = resolve_paths(value, base_dir)
+            except ConfigError as error:
+                raise error.under(field.name) from None
             if resolved is not value:
                 changes[field.name] = resolved
         elif isinstance(value, Mapping) and any(attrs.has(type(v)) for v in value.values()):
-            changes[field.name] = {k: resolve_paths(v, base_dir) for k, v in value.items()}
+            resolved_items = {}
+            for k, v in value.items():  # logger tables: logging.<provider>.<key>
+                try:
+                    resolved_items[k] = resolve_paths(v, base_dir)
+                except ConfigError as error:
+                    raise error.under(k) from None
+            changes[field.name] = resolved_items
     return attrs.evolve(config, **changes) if changes else config
 
 

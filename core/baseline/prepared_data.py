@@ -5,6 +5,8 @@ from __future__ import annotations
 import attrs
 import numpy as np
 
+from baseline.protocols import FitSource
+
 TokenRange = tuple[int, int]
 
 
@@ -29,6 +31,8 @@ class PreparedData:
     validation_segments: int
     #: What the end-of-segment token stands for in the source text.
     end_of_segment_text: str = ""
+    #: The dataset and its training segments (what the tokenizer and the weights learn from).
+    fit_source: FitSource | None = attrs.field(default=None, eq=False, repr=False)
 
     @property
     def tokens_per_byte(self) -> float:

@@ -62,7 +62,7 @@ class TokenizerAdapter(Protocol):
         ...
 
     def load(self, path: Path) -> None:
-        """Load a tokenizer previously written by :meth:`save` (used for inference)."""
+        """Load a tokenizer written by :meth:`save` (inference, and runs with ``run.init_from``)."""
         ...
 
     def save(self, directory: Path) -> str:
