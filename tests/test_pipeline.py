@@ -336,3 +336,14 @@ def test_a_logger_that_cannot_start_leaves_no_run_directory(
     tiny_data["logging"]["refusing"] = {"refuse": False}
     result = model_pipeline(experiment_from_data(tiny_data, plugins.registry), plugins=plugins)
     assert (result.run_dir / "baseline_model.pt").exists()
+
+
+def test_num_threads_applies_to_its_run_only(
+    registry: ComponentRegistry, tiny_data: dict[str, Any]
+) -> None:
+    import torch
+
+    before = torch.get_num_threads()
+    tiny_data["train"].update(max_steps=1, num_threads=max(1, before - 1) if before > 1 else 2)
+    run(registry, tiny_data)
+    assert torch.get_num_threads() == before

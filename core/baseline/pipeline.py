@@ -88,6 +88,11 @@ def _run_pipeline(config: ExperimentConfig, plugins: PluginSet | None) -> RunRes
     registry = plugin_set.registry
     validate_experiment_config(config, registry)
     components = resolve_components(config, registry)
+    import torch
+
+    # train.num_threads applies to this run only: a caller's later runs in the same process
+    # must not inherit it (their numerics would depend on what ran before).
+    threads = torch.get_num_threads()
     dist = init_distributed(config.train.device, config.train.parallelism)
     try:
         result = _run_distributed(config, plugin_set, components, dist)
@@ -95,6 +100,7 @@ def _run_pipeline(config: ExperimentConfig, plugins: PluginSet | None) -> RunRes
         return result
     finally:
         dist.shutdown()
+        torch.set_num_threads(threads)
 
 
 def _run_distributed(
