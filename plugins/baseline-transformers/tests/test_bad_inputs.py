@@ -214,6 +214,8 @@ def test_decoder_variants_without_equivalent_name_the_option(
 
 def test_validate_reports_model_errors_on_the_command_line(tmp_path: Path) -> None:
     """`baseline validate` of a TOML file: one line with the file and key, exit 2."""
+    pytest.importorskip("baseline_text")  # the experiment's dataset and split
+    pytest.importorskip("baseline_holdout")
     tokenizer = make_tokenizer_dir(tmp_path / "tokenizer")
     toml = tmp_path / "hf.toml"
     config = ", ".join(f"{k} = {v}" for k, v in TINY_LLAMA.items())
