@@ -207,3 +207,22 @@ def test_property_fit_never_sees_a_validation_segment(
         assert prepared.validation_bytes == int(
             sizes[plan.validation].sum() + len(plan.validation) * delimiter_bytes
         )
+
+
+def test_a_copy_of_the_corpus_elsewhere_is_the_same_dataset_for_a_fit_record(
+    tmp_path: Path,
+) -> None:
+    import shutil
+
+    plugins = in_process_plugins()
+    data = tiny_experiment_data(tmp_path, corpus="\n\n".join(unique_corpus()))
+    data["train"]["max_steps"] = 1
+    model_pipeline(experiment_from_data(data, plugins.registry), plugins=plugins)
+    copy = tmp_path / "elsewhere" / "corpus.txt"
+    copy.parent.mkdir()
+    shutil.copy(data["dataset"]["path"], copy)
+    data["dataset"]["path"] = str(copy)
+    data["split"]["train_fraction"] = 0.6  # its validation side was training text before
+    data["run"]["run_name"] = "second"
+    with pytest.raises(ConfigError, match="was fitted on a different split of this dataset"):
+        model_pipeline(experiment_from_data(data, plugins.registry), plugins=plugins)

@@ -18,10 +18,11 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import attrs
 import numpy as np
 
 from baseline.components import Components
-from baseline.config import ExperimentConfig
+from baseline.config import PATH_METADATA_KEY, ExperimentConfig
 from baseline.errors import ConfigError, DataError, PluginError
 from baseline.init_from import SourceRun, reuse_source_tokenizer
 from baseline.plugin_output import PluginOutputError, component_label
@@ -42,15 +43,24 @@ def token_cache_root(config: ExperimentConfig) -> Path:
     return Path(config.run.artifacts_root) / ".token_cache"
 
 
-def dataset_identity(dataset: DatasetAdapter, config_data: Mapping[str, Any]) -> str | None:
-    """A hash of the dataset's config and fingerprint: equal when it yields the same segments.
+def dataset_identity(dataset: DatasetAdapter, dataset_config: Any) -> str | None:
+    """A hash of the dataset's fingerprint and its settings other than file paths: equal when
+    it yields the same segments, wherever the files live (a copy of the corpus elsewhere is
+    the same dataset for a fit record).
 
     ``None`` when the adapter has no ``fingerprint()``.
     """
     fingerprint = adapter_fingerprint(dataset)
     if fingerprint is None:
         return None
-    return cache_key({"dataset": config_data["dataset"], "dataset_fingerprint": fingerprint})
+    settings = {
+        field.name: getattr(dataset_config, field.name)
+        for field in attrs.fields(type(dataset_config))
+        if not field.metadata.get(PATH_METADATA_KEY)
+    }
+    return cache_key(
+        {"dataset": type(dataset_config).__qualname__, **settings, "fingerprint": fingerprint}
+    )
 
 
 def segment_delimiter(dataset: DatasetAdapter, dataset_name: str) -> str:
@@ -161,7 +171,7 @@ def _prepare(
 ) -> PreparedData:
     dataset_name = str(config_data["dataset"].get("name", "dataset"))
     sizes = measure(config, components, scratch)
-    identity = dataset_identity(components.dataset, config_data)
+    identity = dataset_identity(components.dataset, config.dataset)
     plan = components.split.split(sizes)
     check_split_plan(plan, len(sizes))
     train = np.asarray(plan.train, dtype=np.int64)
