@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 from core_support import REPO_ROOT, write_toml
 
+from baseline.errors import BaselineError
+
 BIN = Path(sys.executable).parent
 
 
@@ -154,3 +156,41 @@ def test_unwritable_artifacts_root(tmp_path: Path, tiny_data: dict[str, Any]) ->
     tiny_data["run"]["artifacts_root"] = str(blocker)
     write_toml(tmp_path / "exp.toml", tiny_data)
     assert_one_line_error(cli("run", "exp.toml", cwd=tmp_path), "cannot write the run directory")
+
+
+class _RecordingStream:
+    """A text stream that keeps each ``write`` call apart, as an unbuffered pipe would."""
+
+    def __init__(self) -> None:
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.writes.append(text)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    "failure, expected_code",
+    [(lambda: BaselineError("exp.toml: train.epochs: must be >= 1"), 2), (lambda: OSError("x"), 1)],
+)
+def test_error_line_is_one_write(
+    monkeypatch: pytest.MonkeyPatch, failure: Any, expected_code: int
+) -> None:
+    # Ranks of a torchrun job share one stderr pipe; with PYTHONUNBUFFERED a line written in two
+    # calls (text, then newline) interleaves with another rank's ("...resumeerror: ...").
+    from baseline import cli as cli_module
+
+    stream = _RecordingStream()
+    monkeypatch.setattr(sys, "stderr", stream)
+    monkeypatch.delenv("BASELINE_DEBUG", raising=False)
+
+    def handler(_: Any) -> int:
+        raise failure()
+
+    assert cli_module._execute(handler, None) == expected_code  # type: ignore[arg-type]
+    assert len(stream.writes) == 1
+    assert stream.writes[0].startswith("error: ") and stream.writes[0].endswith("\n")
+    assert stream.writes[0].count("\n") == 1

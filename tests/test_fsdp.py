@@ -197,7 +197,8 @@ def _interrupt(workdir: Path, name: str) -> int:
             "2",
         ],
         cwd=workdir,
-        env=_env(),
+        # Unbuffered, as on CI: each rank's error line must still arrive whole on the shared pipe.
+        env=_env(PYTHONUNBUFFERED="1"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

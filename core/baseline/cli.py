@@ -160,10 +160,21 @@ def _load(path: str, overrides: Sequence[str]):  # type: ignore[no-untyped-def]
     return config
 
 
+def _print_stderr_line(text: str) -> None:
+    """Write one whole line to stderr in a single write.
+
+    ``print`` writes the text and the newline separately; with unbuffered stderr
+    (``PYTHONUNBUFFERED``) the ranks of a torchrun job, sharing one pipe, could then interleave
+    their lines ("...resumeerror: ..."). One write of at most PIPE_BUF bytes to a pipe is atomic.
+    """
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
+
+
 def _launch_torchrun(args: argparse.Namespace) -> int:
     """Re-run this command under ``torchrun --standalone --nproc_per_node N``."""
     if args.nproc < 1:
-        print("error: --nproc: must be >= 1", file=sys.stderr)
+        _print_stderr_line("error: --nproc: must be >= 1")
         return 2
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
     command += [f"--nproc_per_node={args.nproc}", "-m", "baseline.cli", "run", args.experiment]
@@ -287,7 +298,7 @@ def command_runs(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps([summary.to_json() for summary in summaries], indent=2))
         elif not summaries:
-            print(f"no runs in {root}", file=sys.stderr)
+            _print_stderr_line(f"no runs in {root}")
         elif sys.stdout.isatty():
             render_table(summaries, root)
         else:
@@ -348,18 +359,17 @@ def _execute(handler: Callable[[argparse.Namespace], int], args: argparse.Namesp
     except BaselineError as error:
         if os.environ.get(DEBUG_ENV):
             raise
-        print(f"error: {error}", file=sys.stderr)
+        _print_stderr_line(f"error: {error}")
         return error.exit_code
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        _print_stderr_line("interrupted")
         return 130
     except Exception as error:
         if os.environ.get(DEBUG_ENV):
             raise
-        print(
+        _print_stderr_line(
             f"error: unexpected {type(error).__name__}: {error} "
-            f"(set {DEBUG_ENV}=1 to see the traceback)",
-            file=sys.stderr,
+            f"(set {DEBUG_ENV}=1 to see the traceback)"
         )
         return 1
 
