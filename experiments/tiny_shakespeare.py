@@ -33,14 +33,17 @@ def build_config() -> ExperimentConfig:
             num_special_tokens=1,
             vocab_path=str(ROOT / "artifacts" / "tokenizers" / "tiny_shakespeare_bpe4096.json"),
         ),
-        model=BaselineDecoderConfig(d_model=128, n_heads=4, layers=4, position_encoding="rope"),
+        model=BaselineDecoderConfig(
+            d_model=128, n_heads=4, layers=4, position_encoding="rope", qk_norm=True
+        ),
         train=TrainConfig(
-            max_time_s=100,
+            max_time_s=105,
             learning_rate=8e-3,
             optimizer="muon",
             warmup_steps=100,
             lr_schedule="cosine",
             adam_beta2=0.99,
+            weight_decay=0.3,
             batch_size=16,
             seq_len=64,
             stride=32,

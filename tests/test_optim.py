@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from baseline.batched_muon import BatchedMuon
 from baseline.config import TrainConfig
 from baseline.optim import OptimizerGroup, build_optimizer, muon_parameters
 
@@ -65,3 +66,43 @@ def test_optimizer_group_state_round_trips() -> None:
     assert str(again.state_dict()) == str(optimizer.state_dict())
     with pytest.raises(ValueError, match="not this optimizer's"):
         again.load_state_dict({"state": {}, "param_groups": []})
+
+
+def _matrices(seed: int) -> list[torch.nn.Parameter]:
+    # Repeated, wide, tall and square shapes, as a decoder's layers have.
+    generator = torch.Generator().manual_seed(seed)
+    shapes = [(48, 16), (16, 16), (64, 16), (16, 64)] * 3 + [(24, 40)]
+    return [torch.nn.Parameter(torch.randn(shape, generator=generator)) for shape in shapes]
+
+
+@pytest.mark.parametrize("nesterov, adjust", [(True, "match_rms_adamw"), (False, "original")])
+def test_batched_muon_steps_as_torch_muon(nesterov: bool, adjust: str) -> None:
+    ours, theirs, initial = _matrices(0), _matrices(0), _matrices(0)
+    settings = {"lr": 0.02, "weight_decay": 0.1, "momentum": 0.9, "nesterov": nesterov}
+    batched = BatchedMuon(ours, adjust_lr_fn=adjust, **settings)
+    reference = torch.optim.Muon(theirs, adjust_lr_fn=adjust, **settings)
+    generator = torch.Generator().manual_seed(1)
+    for _ in range(5):
+        for mine, other in zip(ours, theirs, strict=True):
+            mine.grad = torch.randn(mine.shape, generator=generator)
+            other.grad = mine.grad.clone()
+        batched.step()
+        reference.step()
+    for mine, other in zip(ours, theirs, strict=True):
+        # Both orthogonalise in bf16; the batched matmuls may round differently.
+        torch.testing.assert_close(mine, other, atol=2e-3, rtol=0)
+    assert all((p - q).abs().max() > 5e-3 for p, q in zip(ours, initial, strict=True))
+    # The state is torch's: a checkpoint of one loads into the other.
+    reference.load_state_dict(batched.state_dict())
+    assert set(reference.state_dict()["state"]) == set(batched.state_dict()["state"])
+
+
+def test_batched_muon_skips_parameters_without_gradients() -> None:
+    params = _matrices(0)
+    before = [p.detach().clone() for p in params]
+    optimizer = BatchedMuon(params, lr=0.02)
+    params[0].grad = torch.ones_like(params[0])
+    optimizer.step()
+    assert not torch.equal(params[0], before[0])
+    assert all(torch.equal(p, b) for p, b in zip(params[1:], before[1:], strict=True))
+    assert list(optimizer.state) == [params[0]]

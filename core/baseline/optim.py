@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from baseline.batched_muon import BatchedMuon
 from baseline.config import TrainConfig
 
 _NO_DECAY_MODULES = (torch.nn.Embedding, torch.nn.LayerNorm, torch.nn.RMSNorm)
@@ -74,14 +75,15 @@ def build_optimizer(
     """``train.optimizer``: AdamW, or Muon for the hidden matrices with AdamW for the rest.
 
     AdamW applies decoupled weight decay to weight matrices only; biases, normalisation
-    weights and embeddings are not decayed. Muon (``torch.optim.Muon``, Newton-Schulz
-    orthogonalised momentum) takes the same learning rate and weight decay: its update is
-    scaled to AdamW's RMS (``adjust_lr_fn="match_rms_adamw"``).
+    weights and embeddings are not decayed. Muon (``torch.optim.Muon``'s update, Newton-Schulz
+    orthogonalised momentum, batched over same-shape matrices by :class:`BatchedMuon`) takes
+    the same learning rate and weight decay: its update is scaled to AdamW's RMS
+    (``adjust_lr_fn="match_rms_adamw"``).
     """
     if train.optimizer == "adamw":
         return _adamw(model, train, exclude=set())
     muon_params = muon_parameters(model, vocab_size if vocab_size is not None else -1)
-    muon = torch.optim.Muon(
+    muon = BatchedMuon(
         muon_params,
         lr=train.learning_rate,
         weight_decay=train.weight_decay,
