@@ -125,6 +125,7 @@ def demo(session: nox.Session) -> None:
         "startup",
         "tokenizer",
         "throughput",
+        "muon_step",
         "quality",
         "distributed",
         "hf_streaming_memory",
