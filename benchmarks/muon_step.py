@@ -15,6 +15,7 @@ import torch
 from _common import EXPERIMENT, machine, print_table
 
 from baseline.batched_muon import BatchedMuon
+from baseline.config import TrainConfig
 from baseline.optim import muon_parameters
 
 ROUNDS = 5
@@ -43,10 +44,11 @@ def main() -> None:
     matrices = muon_parameters(model, vocab)
     for matrix in matrices:
         matrix.grad = torch.randn_like(matrix)
-    settings = {
-        "lr": 8e-3,
-        "weight_decay": 0.1,
-        "momentum": 0.95,
+    train = TrainConfig(**{k: experiment["train"][k] for k in ("learning_rate", "weight_decay")})
+    settings = {  # as build_optimizer gives them
+        "lr": train.learning_rate,
+        "weight_decay": train.weight_decay,
+        "momentum": train.muon_momentum,
         "nesterov": True,
         "adjust_lr_fn": "match_rms_adamw",
     }
