@@ -1,7 +1,7 @@
 """Cost of checking a token-cache entry's sizes and SHA-256 on every cache hit.
 
 Builds the tiny Shakespeare entry (byte-level ids) with ``load_or_build`` and writes a
-synthetic 100 MB entry, then times ``baseline.tokens.stream_damage`` (best of several runs,
+synthetic 100 MB entry, then times ``baseline.data.tokens.stream_damage`` (best of several runs,
 warm page cache). Run: ``.venv/bin/python benchmarks/cache_checksum.py``.
 """
 
@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from baseline.testing import RecordingTokenizer, RecordingTokenizerConfig
-from baseline.token_cache import load_or_build
-from baseline.tokens import META_FILENAME, file_digest, stream_damage
+from baseline.data.token_cache import load_or_build
+from baseline.data.tokens import META_FILENAME, file_digest, stream_damage
 
 CORPUS = Path(__file__).resolve().parents[1] / "data" / "tinyshakespeare.txt"
 

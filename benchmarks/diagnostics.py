@@ -98,7 +98,7 @@ def per_call_costs(repeats: int = 30) -> list[list[str]]:
 
     import torch
 
-    from baseline.diagnostics import LayerDiagnostics
+    from baseline.metrics.diagnostics import LayerDiagnostics
     from baseline_decoder import BaselineDecoder, BaselineDecoderConfig
 
     torch.manual_seed(0)

@@ -5,13 +5,13 @@ attention) and each parallelism (``ddp``, ``fsdp``), ``torchrun`` starts one pro
 GPU. Each trains on random tokens (throughput does not depend on the text) with bf16 autocast,
 ``torch.compile`` and fused AdamW, and rank 0 reports the global tokens/s after warm-up and the
 MFU: tokens/s times the model's training FLOPs per token (``flops_per_token``), over the peak
-bf16 FLOP/s of all GPUs (``baseline.training.PEAK_BF16_FLOPS``).
+bf16 FLOP/s of all GPUs (``baseline.train.trainer.PEAK_BF16_FLOPS``).
 
     python benchmarks/gpu.py                 # every model and parallelism
     python benchmarks/gpu.py --steps 30 --models gpt2 --parallelism fsdp
 
 Without CUDA it says so and exits 0. The FSDP runs use the core's own wrapping
-(``baseline.parallel.shard_model``): each decoder block is one unit.
+(``baseline.distributed.wrapping.shard_model``): each decoder block is one unit.
 """
 
 from __future__ import annotations
@@ -49,8 +49,8 @@ def worker(args: argparse.Namespace) -> None:
     import torch.nn.functional as F
     from torch.nn.parallel import DistributedDataParallel
 
-    from baseline.parallel import full_tensor, shard_model
-    from baseline.training import peak_flops
+    from baseline.distributed.wrapping import full_tensor, shard_model
+    from baseline.train.trainer import peak_flops
     from baseline_decoder import BaselineDecoderConfig
     from baseline_decoder.model import DecoderModel
 

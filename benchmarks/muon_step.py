@@ -14,9 +14,9 @@ import tomllib
 import torch
 from _common import EXPERIMENT, machine, print_table
 
-from baseline.batched_muon import BatchedMuon
+from baseline.train.muon import BatchedMuon
 from baseline.config import TrainConfig
-from baseline.optim import muon_parameters
+from baseline.train.optim import muon_parameters
 
 ROUNDS = 5
 STEPS = 40

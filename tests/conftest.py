@@ -18,8 +18,8 @@ from typing import Any  # noqa: E402
 
 import pytest  # noqa: E402
 
-from baseline.plugins import default_plugins  # noqa: E402
-from baseline.registry import ComponentRegistry  # noqa: E402
+from baseline.plugins.discovery import default_plugins  # noqa: E402
+from baseline.plugins.registry import ComponentRegistry  # noqa: E402
 from baseline.testing import tiny_experiment_data  # noqa: E402
 
 

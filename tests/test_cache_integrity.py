@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from baseline.testing import RecordingTokenizer, RecordingTokenizerConfig
-from baseline.token_cache import load_or_build
-from baseline.tokens import stream_damage
+from baseline.data.token_cache import load_or_build
+from baseline.data.tokens import stream_damage
 
 SEGMENTS = [f"segment {i} with some text, ünïcode 🙂" for i in range(50)]
 

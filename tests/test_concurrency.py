@@ -19,7 +19,7 @@ BIN = Path(sys.executable).parent
 HOLD_LOCK = """
 import sys, time
 from pathlib import Path
-from baseline.file_locks import run_directory_lock
+from baseline.runs.locks import run_directory_lock
 with run_directory_lock(Path(sys.argv[1])):
     print("locked", flush=True)
     time.sleep(600)

@@ -13,8 +13,8 @@ from typing import Any
 from core_support import write_toml
 from rich.console import Console
 
-from baseline.console_logger import ConsoleLoggerConfig, ConsoleSession
-from baseline.protocols import MetricRecord, RunInfo
+from baseline.metrics.console_logger import ConsoleLoggerConfig, ConsoleSession
+from baseline.plugins.protocols import MetricRecord, RunInfo
 
 BIN = Path(sys.executable).parent
 VALIDATION = {"val_loss": 6.4812, "val_perplexity": 652.3456, "val_bpb": 2.9876}

@@ -9,9 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from baseline.errors import DataError
-from baseline.protocols import SplitPlan
-from baseline.tokens import build_token_stream, check_split_plan, open_token_stream
-from baseline.windows import EvalWindows, TrainWindows, window_starts
+from baseline.plugins.protocols import SplitPlan
+from baseline.data.tokens import build_token_stream, check_split_plan, open_token_stream
+from baseline.data.windows import EvalWindows, TrainWindows, window_starts
 
 
 class CharTokenizer:
@@ -119,7 +119,7 @@ def test_stream_on_disk_equals_the_in_memory_one(
     tmp_path_factory: pytest.TempPathFactory, texts: list[str], block: int, chunk: int
 ) -> None:
     """Sizes and offsets go to disk chunk by chunk and are assembled in blocks: same result."""
-    import baseline.tokens as tokens_module
+    import baseline.data.tokens as tokens_module
 
     tokenizer = CharTokenizer()
     tokenizer.encode_batch = lambda batch: [[min(ord(c), 127) for c in t] for t in batch]  # type: ignore[method-assign]

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import torch
 
-from baseline.checkpoint import CHECKPOINT_FORMAT
-from baseline.dcp_checkpoint import (
+from baseline.runs.checkpoint import CHECKPOINT_FORMAT
+from baseline.runs.sharded_checkpoint import (
     _rotate_into_place,
     dcp_checkpoint_paths,
     find_sharded_checkpoint,

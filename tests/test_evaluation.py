@@ -14,10 +14,10 @@ import pytest
 from core_support import write_toml
 
 from baseline.cli import main
-from baseline.evaluation import evaluate_run
-from baseline.loading import experiment_from_data
+from baseline.tools.evaluation import evaluate_run
+from baseline.experiment.loading import experiment_from_data
 from baseline.pipeline import RunResult, model_pipeline
-from baseline.plugins import default_plugins
+from baseline.plugins.discovery import default_plugins
 from baseline.testing import tiny_experiment_data
 
 BIN = Path(sys.executable).parent

@@ -13,9 +13,9 @@ import torch
 
 from baseline.config import ModelConfig, TokenizerConfig
 from baseline.errors import ConfigError, DataError
-from baseline.export import export_run
-from baseline.hookspecs import hookimpl
-from baseline.protocols import ExportInfo
+from baseline.tools.export import export_run
+from baseline.plugins.hookspecs import hookimpl
+from baseline.plugins.protocols import ExportInfo
 from baseline.testing import in_process_plugins
 
 

@@ -15,11 +15,11 @@ from core_support import write_toml
 from torch import nn
 
 from baseline.errors import ConfigError, PluginError
-from baseline.loading import experiment_from_data
-from baseline.parallel import fsdp_units
+from baseline.experiment.loading import experiment_from_data
+from baseline.distributed.wrapping import fsdp_units
 from baseline.pipeline import model_pipeline
-from baseline.registry import ComponentRegistry
-from baseline.validation import validate_experiment_config
+from baseline.plugins.registry import ComponentRegistry
+from baseline.experiment.validation import validate_experiment_config
 
 BIN = Path(sys.executable).parent
 

@@ -15,9 +15,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from baseline.errors import ConfigError
-from baseline.generation import SamplingOptions, filter_logits, generate
-from baseline.inference import load_run
-from baseline.loading import experiment_from_data
+from baseline.tools.generation import SamplingOptions, filter_logits, generate
+from baseline.tools.inference import load_run
+from baseline.experiment.loading import experiment_from_data
 from baseline.pipeline import model_pipeline
 
 BIN = Path(sys.executable).parent
@@ -42,7 +42,7 @@ def test_filters_keep_the_top_tokens(values: list[float], top_k: int, top_p: flo
 
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from baseline.plugins import default_plugins
+    from baseline.plugins.discovery import default_plugins
     from baseline.testing import tiny_experiment_data
 
     data = tiny_experiment_data(tmp_path_factory.mktemp("gen"))

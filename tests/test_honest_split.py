@@ -24,10 +24,10 @@ from hypothesis import strategies as st
 pytest.importorskip("baseline_text")
 pytest.importorskip("baseline_holdout")
 
-from baseline.components import Components
-from baseline.data_preparation import prepare_data
+from baseline.plugins.components import Components
+from baseline.data.preparation import prepare_data
 from baseline.errors import ConfigError
-from baseline.loading import experiment_from_data
+from baseline.experiment.loading import experiment_from_data
 from baseline.pipeline import model_pipeline
 from baseline.testing import (
     RecordingTokenizer,

@@ -1,4 +1,4 @@
-"""The core's modules import each other without cycles; the trainer needs no pipeline."""
+"""The core's wings import each other in one direction only, and no modules form a cycle."""
 
 from __future__ import annotations
 
@@ -11,28 +11,84 @@ import baseline
 
 PACKAGE = Path(baseline.__file__).parent
 
+#: Each wing and the wings it may import (``baseline.errors`` is open to all). The top-level
+#: modules (``cli``, ``pipeline``, ``testing``) may import any wing.
+WING_IMPORTS: dict[str, set[str]] = {
+    "config": set(),
+    "plugins": {"config"},
+    "distributed": set(),
+    "runs": {"config", "plugins", "distributed"},
+    "data": {"config", "plugins", "runs"},
+    "experiment": {"config", "plugins", "runs"},
+    "metrics": {"config", "plugins", "distributed"},
+    "train": {"config", "plugins", "distributed", "runs", "data", "metrics"},
+    "tools": {"config", "plugins", "distributed", "runs", "data", "experiment", "metrics", "train"},
+}
+TOP_LEVEL = {"__init__", "__main__", "cli", "pipeline", "errors", "testing", "_compat"}
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
 
 def module_imports() -> dict[str, set[str]]:
-    """``baseline.x`` -> every ``baseline.*`` module it imports anywhere.
+    """``baseline.x.y`` -> every ``baseline.*`` module it imports anywhere.
 
     Lazy imports (inside functions) and imports for type checking count too: a dependency
     that only shows up at run time or in annotations is still a dependency, and two modules
     that need each other are one module in two files.
     """
+    modules = {module_name(path) for path in PACKAGE.rglob("*.py")}
     graph: dict[str, set[str]] = {}
-    for path in PACKAGE.glob("*.py"):
-        name = "baseline" if path.stem == "__init__" else f"baseline.{path.stem}"
+    for path in PACKAGE.rglob("*.py"):
+        name = module_name(path)
         imported: set[str] = set()
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                if node.module == "baseline":
-                    imported |= {f"baseline.{alias.name}" for alias in node.names}
-                elif node.module.startswith("baseline."):
-                    imported.add(node.module)
+                if node.module == "baseline" or node.module.startswith("baseline."):
+                    for alias in node.names:  # `from baseline.runs import artifacts`
+                        candidate = f"{node.module}.{alias.name}"
+                        imported.add(candidate if candidate in modules else node.module)
             elif isinstance(node, ast.Import):
                 imported |= {a.name for a in node.names if a.name.startswith("baseline.")}
-        graph[name] = imported - {name}
+        graph[name] = imported - {name, "baseline"}
     return graph
+
+
+def wing_of(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[1] in WING_IMPORTS else None
+
+
+def test_every_core_module_lives_in_a_wing_or_is_a_known_top_level_module() -> None:
+    top = {path.stem for path in PACKAGE.glob("*.py")}
+    assert top <= TOP_LEVEL, f"modules outside the wings: {sorted(top - TOP_LEVEL)}"
+    folders = {path.name for path in PACKAGE.iterdir() if (path / "__init__.py").exists()}
+    assert folders == set(WING_IMPORTS)
+
+
+def test_every_wing_says_what_it_holds_and_may_import() -> None:
+    for wing in WING_IMPORTS:
+        doc = ast.get_docstring(ast.parse((PACKAGE / wing / "__init__.py").read_text()))
+        assert doc and "May import" in doc, f"baseline.{wing} lacks its docstring"
+
+
+def test_wings_import_only_the_wings_below_them() -> None:
+    violations = []
+    for module, imported in module_imports().items():
+        wing = wing_of(module)
+        if wing is None:
+            continue
+        for target in imported:
+            other = wing_of(target)
+            if target == "baseline.errors" or other == wing:
+                continue
+            if other is None or other not in WING_IMPORTS[wing]:
+                violations.append(f"{module} -> {target}")
+    assert not violations, f"imports against the wing order: {sorted(violations)}"
 
 
 def test_no_import_cycles() -> None:
@@ -55,11 +111,21 @@ def test_no_import_cycles() -> None:
     assert not cycles, f"import cycles: {cycles}"
 
 
+def test_the_import_graph_test_sees_a_violation(tmp_path: Path) -> None:
+    """The wing check is not vacuous: the trainer importing a tool would be caught."""
+    graph = module_imports()
+    assert "baseline.runs.artifacts" in graph["baseline.train.trainer"] or any(
+        target.startswith("baseline.runs.") for target in graph["baseline.train.trainer"]
+    )
+    assert wing_of("baseline.tools.generation") not in WING_IMPORTS["train"]
+
+
 def test_the_trainer_depends_on_plain_data_types_only() -> None:
     code = (
-        "import sys, baseline.training; "
-        "print(sorted(m for m in sys.modules if m in "
-        "('baseline.pipeline', 'baseline.components', 'baseline.data_preparation')))"
+        "import sys, baseline.train.trainer; "
+        "print(sorted(m for m in sys.modules if m.startswith("
+        "('baseline.pipeline', 'baseline.plugins.components', 'baseline.data.preparation',"
+        " 'baseline.tools'))))"
     )
     completed = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120

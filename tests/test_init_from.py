@@ -12,14 +12,15 @@ from typing import Any, ClassVar
 import pytest
 import torch
 
-import baseline.training
+import baseline.train.trainer
 from baseline.errors import ConfigError
-from baseline.init_from import load_source_weights, read_source_run, weights_record_path
-from baseline.loading import experiment_from_data
+from baseline.data.lineage import weights_record_path
+from baseline.runs.source_run import load_source_weights, read_source_run
+from baseline.experiment.loading import experiment_from_data
 from baseline.pipeline import RunResult, model_pipeline
-from baseline.registry import ComponentRegistry
+from baseline.plugins.registry import ComponentRegistry
 from baseline.testing import SAMPLE_TEXTS, tiny_experiment_data
-from baseline.validation import validate_experiment_config
+from baseline.experiment.validation import validate_experiment_config
 
 VOCAB_SIZE = 302  # the tiny experiment's bpe: 300 learned ids and 2 special ones
 
@@ -31,7 +32,7 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
 @pytest.fixture(scope="module")
 def source(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], RunResult]:
     """A trained tiny run (two epochs) and its experiment data."""
-    from baseline.plugins import default_plugins
+    from baseline.plugins.discovery import default_plugins
 
     data = tiny_experiment_data(tmp_path_factory.mktemp("source"))
     data["run"]["run_name"] = "source"
@@ -54,7 +55,7 @@ def other_corpus(directory: Path) -> Path:
     return path
 
 
-class CapturingTrainer(baseline.training.Trainer):
+class CapturingTrainer(baseline.train.trainer.Trainer):
     """Keeps a copy of the model it is given (before any step or resume) and after setup."""
 
     given: ClassVar[dict[str, torch.Tensor]] = {}
@@ -87,7 +88,7 @@ def test_the_model_starts_from_the_source_weights_on_another_corpus(
     data["run"]["artifacts_root"] = str(tmp_path / "runs")
     data["train"].update(max_steps=3, epochs=None)
     data["logging"]["log_every_n_steps"] = 1
-    monkeypatch.setattr(baseline.training, "Trainer", CapturingTrainer)
+    monkeypatch.setattr(baseline.train.trainer, "Trainer", CapturingTrainer)
     with caplog.at_level("INFO", logger="baseline"):
         finetuned = model_pipeline(experiment_from_data(data, registry))
 
@@ -243,7 +244,7 @@ def test_resume_wins_over_init_from(
     source_data, result = source
     data = continued(source_data, result, "resumed")
     data["train"].update(max_steps=3, epochs=None)
-    monkeypatch.setattr(baseline.training, "Trainer", CapturingTrainer)
+    monkeypatch.setattr(baseline.train.trainer, "Trainer", CapturingTrainer)
     with caplog.at_level("INFO", logger="baseline"):
         first = model_pipeline(experiment_from_data(data, registry))
     source_weights = torch.load(result.run_dir / "baseline_model.pt", weights_only=True)

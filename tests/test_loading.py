@@ -11,14 +11,14 @@ from core_support import REPO_ROOT, write_toml
 
 from baseline.config import ExperimentConfig
 from baseline.errors import ConfigError
-from baseline.loading import (
+from baseline.experiment.loading import (
     apply_overrides,
     experiment_from_data,
     experiment_to_data,
     load_experiment,
     parse_override,
 )
-from baseline.registry import ComponentRegistry
+from baseline.plugins.registry import ComponentRegistry
 
 
 def load_error(tmp_path: Path, registry: ComponentRegistry, data: dict[str, Any]) -> str:
@@ -208,7 +208,7 @@ def test_unstructured_config_is_plain_json_and_loads_back_equal(
 def test_the_python_experiment_is_the_toml_experiment(registry: ComponentRegistry) -> None:
     import importlib.util
 
-    from baseline.loading import experiment_to_data
+    from baseline.experiment.loading import experiment_to_data
 
     spec = importlib.util.spec_from_file_location(
         "tiny_shakespeare_py", REPO_ROOT / "experiments/tiny_shakespeare.py"

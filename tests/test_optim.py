@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from baseline.batched_muon import BatchedMuon
+from baseline.train.muon import BatchedMuon
 from baseline.config import TrainConfig
-from baseline.optim import OptimizerGroup, build_optimizer, muon_parameters
+from baseline.train.optim import OptimizerGroup, build_optimizer, muon_parameters
 
 pytest.importorskip("baseline_decoder")
 from baseline_decoder import BaselineDecoder, BaselineDecoderConfig

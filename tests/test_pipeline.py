@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from baseline.errors import ConfigError, RunDirectoryError
-from baseline.inference import load_run
-from baseline.loading import experiment_from_data
+from baseline.tools.inference import load_run
+from baseline.experiment.loading import experiment_from_data
 from baseline.pipeline import model_pipeline
-from baseline.registry import ComponentRegistry
+from baseline.plugins.registry import ComponentRegistry
 
 
 def run(registry: ComponentRegistry, data: dict[str, Any]):  # type: ignore[no-untyped-def]
@@ -302,7 +302,7 @@ def test_a_logger_that_cannot_start_leaves_no_run_directory(
     import attrs
 
     from baseline.config import LoggerConfig
-    from baseline.hookspecs import hookimpl
+    from baseline.plugins.hookspecs import hookimpl
     from baseline.testing import in_process_plugins
 
     @attrs.frozen(kw_only=True)
@@ -316,7 +316,7 @@ def test_a_logger_that_cannot_start_leaves_no_run_directory(
         def start(self, run: Any) -> Any:
             if self.config.refuse:
                 raise ConfigError("no credentials", key_path="logging.refusing.refuse")
-            from baseline.console_logger import ConsoleLogger, ConsoleLoggerConfig
+            from baseline.metrics.console_logger import ConsoleLogger, ConsoleLoggerConfig
 
             return ConsoleLogger(ConsoleLoggerConfig()).start(run)
 

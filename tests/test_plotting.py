@@ -11,10 +11,10 @@ import pytest
 
 from baseline.cli import main
 from baseline.errors import DataError
-from baseline.loading import experiment_from_data
+from baseline.experiment.loading import experiment_from_data
 from baseline.pipeline import model_pipeline
-from baseline.plotting import INSTALL_HINT, build_figure, metric_series
-from baseline.plugins import default_plugins
+from baseline.runs.plots import INSTALL_HINT, build_figure, metric_series
+from baseline.plugins.discovery import default_plugins
 from baseline.testing import tiny_experiment_data
 
 

@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from baseline.errors import ConfigError
-from baseline.loading import experiment_from_data, experiment_to_data
-from baseline.plugins import default_plugins
+from baseline.experiment.loading import experiment_from_data, experiment_to_data
+from baseline.plugins.discovery import default_plugins
 
 REGISTRY = default_plugins().registry
 
@@ -154,7 +154,7 @@ _BASE = _base(Path(tempfile.mkdtemp(prefix="baseline-hypothesis-")))
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(_mutations(_BASE))
 def test_random_documents_load_or_raise_config_error(data: dict[str, Any]) -> None:
-    from baseline.validation import validate_experiment_config
+    from baseline.experiment.validation import validate_experiment_config
 
     try:
         config = experiment_from_data(data, REGISTRY)
@@ -166,7 +166,7 @@ def test_random_documents_load_or_raise_config_error(data: dict[str, Any]) -> No
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=300) | st.text(max_size=300).map(lambda t: t.encode("utf-8")))
 def test_random_files_load_or_raise_config_error(content: bytes) -> None:
-    from baseline.loading import load_experiment
+    from baseline.experiment.loading import load_experiment
 
     with tempfile.NamedTemporaryFile(suffix=".toml") as handle:
         handle.write(content)

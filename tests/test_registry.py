@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 
 from baseline.config import DatasetConfig, LoggerConfig
 from baseline.errors import ConfigError, PluginError
-from baseline.hookspecs import hookimpl
-from baseline.plugins import PluginSource, build_plugin_set, discover
-from baseline.registry import Component, ComponentRegistry
+from baseline.plugins.hookspecs import hookimpl
+from baseline.plugins.discovery import PluginSource, build_plugin_set, discover
+from baseline.plugins.registry import Component, ComponentRegistry
 from baseline.testing import in_process_plugins
 
 
@@ -260,7 +260,7 @@ def test_registry_lookup_property(registered: list[str], data: st.DataObject) ->
 
 def test_plugin_raising_in_its_factory_is_one_clear_error(tiny_data: dict[str, Any]) -> None:
     from baseline.errors import DataError
-    from baseline.loading import experiment_from_data
+    from baseline.experiment.loading import experiment_from_data
     from baseline.pipeline import model_pipeline
 
     @attrs.frozen(kw_only=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from baseline.windows import TrainWindows
+from baseline.data.windows import TrainWindows
 
 
 def windows(rank: int, world_size: int) -> TrainWindows:

@@ -18,11 +18,11 @@ import pytest
 from core_support import write_toml
 
 from baseline.cli import main
-from baseline.file_locks import run_lock_path
-from baseline.loading import experiment_from_data
+from baseline.runs.locks import run_lock_path
+from baseline.experiment.loading import experiment_from_data
 from baseline.pipeline import model_pipeline
-from baseline.plugins import default_plugins
-from baseline.runs_table import (
+from baseline.plugins.discovery import default_plugins
+from baseline.runs.table import (
     COLUMNS,
     RECENT_S,
     render_lines,
@@ -97,7 +97,7 @@ def holder(root: Path) -> Any:
         f"""
         import time
         from pathlib import Path
-        from baseline.file_locks import run_directory_lock
+        from baseline.runs.locks import run_directory_lock
         with run_directory_lock(Path({str(root / "training")!r})):
             print("locked", flush=True)
             time.sleep(600)

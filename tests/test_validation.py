@@ -9,10 +9,10 @@ import attrs
 import pytest
 
 from baseline.errors import ConfigError
-from baseline.loading import experiment_from_data
-from baseline.registry import ComponentRegistry
-from baseline.requirements import check_requirements
-from baseline.validation import validate_experiment_config
+from baseline.experiment.loading import experiment_from_data
+from baseline.plugins.registry import ComponentRegistry
+from baseline.config.requirements import check_requirements
+from baseline.experiment.validation import validate_experiment_config
 
 
 def validation_error(registry: ComponentRegistry, data: dict[str, Any]) -> str:

@@ -18,9 +18,9 @@ _EXPORTS = {
     "RunConfig": "baseline.config",
     "TrainConfig": "baseline.config",
     "LoggingConfig": "baseline.config",
-    "validate_experiment_config": "baseline.validation",
-    "load_experiment": "baseline.loading",
-    "hookimpl": "baseline.hookspecs",
+    "validate_experiment_config": "baseline.experiment.validation",
+    "load_experiment": "baseline.experiment.loading",
+    "hookimpl": "baseline.plugins.hookspecs",
 }
 
 __all__ = [*_EXPORTS, "__version__"]
@@ -38,11 +38,13 @@ if TYPE_CHECKING:
     from baseline.config import (
         TrainConfig as TrainConfig,
     )
-    from baseline.hookspecs import hookimpl as hookimpl
-    from baseline.loading import load_experiment as load_experiment
+    from baseline.experiment.loading import load_experiment as load_experiment
+    from baseline.experiment.validation import (
+        validate_experiment_config as validate_experiment_config,
+    )
     from baseline.pipeline import RunResult as RunResult
     from baseline.pipeline import model_pipeline as model_pipeline
-    from baseline.validation import validate_experiment_config as validate_experiment_config
+    from baseline.plugins.hookspecs import hookimpl as hookimpl
 
 
 def __getattr__(name: str) -> Any:

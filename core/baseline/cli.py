@@ -150,9 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load(path: str, overrides: Sequence[str]):  # type: ignore[no-untyped-def]
-    from baseline.loading import load_experiment
-    from baseline.plugins import default_plugins
-    from baseline.validation import validate_experiment_config
+    from baseline.experiment.loading import load_experiment
+    from baseline.experiment.validation import validate_experiment_config
+    from baseline.plugins.discovery import default_plugins
 
     registry = default_plugins().registry
     config = load_experiment(path, registry, overrides)
@@ -206,7 +206,7 @@ def command_run(args: argparse.Namespace) -> int:
 def command_validate(args: argparse.Namespace) -> int:
     """Load and validate the experiment; print a summary."""
     config = _load(args.experiment, args.overrides)
-    from baseline.plugins import default_plugins
+    from baseline.plugins.discovery import default_plugins
 
     registry = default_plugins().registry
     names = {
@@ -223,7 +223,7 @@ def command_plugins(_args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from baseline.plugins import default_plugins
+    from baseline.plugins.discovery import default_plugins
 
     plugin_set = default_plugins()
     table = Table(title="baseline plugins")
@@ -242,8 +242,8 @@ def command_plugins(_args: argparse.Namespace) -> int:
 def command_sample(args: argparse.Namespace) -> int:
     """Print samples from a trained run."""
     from baseline.errors import ConfigError
-    from baseline.generation import SamplingOptions, generate
-    from baseline.inference import load_run
+    from baseline.tools.generation import SamplingOptions, generate
+    from baseline.tools.inference import load_run
 
     prompt = args.prompt
     if args.prompt_file:
@@ -274,7 +274,7 @@ def command_sample(args: argparse.Namespace) -> int:
 
 def command_export(args: argparse.Namespace) -> int:
     """Write a finished run as a Hugging Face directory (by its plugins' ``export_hf``)."""
-    from baseline.export import export_run
+    from baseline.tools.export import export_run
 
     result = export_run(args.run_dir, args.out_dir, fmt=args.fmt, overwrite=args.overwrite)
     print(
@@ -290,7 +290,7 @@ def command_runs(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from baseline.runs_table import render_lines, render_table, summarize_runs
+    from baseline.runs.table import render_lines, render_table, summarize_runs
 
     root = Path(args.artifacts_root)
     summaries = summarize_runs(root)
@@ -313,7 +313,7 @@ def command_plot(args: argparse.Namespace) -> int:
     """Draw one metric of several runs into an image file."""
     from pathlib import Path
 
-    from baseline.plotting import X_AXES, plot_runs
+    from baseline.runs.plots import X_AXES, plot_runs
 
     _, series = plot_runs([Path(p) for p in args.run_dirs], args.metric, args.x, Path(args.output))
     points = sum(len(one.x) for one in series)
@@ -328,7 +328,7 @@ def command_eval(args: argparse.Namespace) -> int:
     """Print the loss, perplexity and bits per byte of a finished run on a text."""
     import json
 
-    from baseline.evaluation import evaluate_run
+    from baseline.tools.evaluation import evaluate_run
 
     result = evaluate_run(
         args.run_dir,

@@ -15,26 +15,27 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import numpy as np
 
-from baseline import artifacts
-from baseline.components import Components, resolve_components
 from baseline.config import ExperimentConfig
-from baseline.data_preparation import prepare_data
-from baseline.distributed import DistributedContext, init_distributed
+from baseline.data.lineage import write_weights_record
+from baseline.data.preparation import prepare_data
+from baseline.data.prepared import PreparedData
+from baseline.distributed.context import DistributedContext, init_distributed
 from baseline.errors import BaselineError, ConfigError
-from baseline.file_locks import run_directory_lock
-from baseline.init_from import SourceRun, load_source_weights, source_run, write_weights_record
-from baseline.loading import experiment_to_data, unstructure_config
-from baseline.metrics import MetricsPlan, MetricsRouter
-from baseline.plugins import PluginSet, default_plugins
-from baseline.prepared_data import PreparedData
-from baseline.protocols import LoggerSession, MetricRecord, RunInfo
-from baseline.registry import ComponentRegistry
-from baseline.run_lookup import newest_run_name
-from baseline.validation import logger_settings, validate_experiment_config
-from baseline.versions import environment_versions
+from baseline.experiment.loading import experiment_to_data, unstructure_config
+from baseline.experiment.validation import logger_settings, validate_experiment_config
+from baseline.metrics.router import MetricsPlan, MetricsRouter
+from baseline.plugins.components import Components, resolve_components
+from baseline.plugins.discovery import PluginSet, default_plugins
+from baseline.plugins.protocols import LoggerSession, MetricRecord, RunInfo
+from baseline.plugins.registry import ComponentRegistry
+from baseline.plugins.versions import environment_versions
+from baseline.runs import artifacts
+from baseline.runs.locks import run_directory_lock
+from baseline.runs.lookup import newest_run_name
+from baseline.runs.source_run import SourceRun, load_source_weights, source_run
 
 if TYPE_CHECKING:
-    from baseline.training import Trainer
+    from baseline.train.trainer import Trainer
 
 log = logging.getLogger("baseline")
 
@@ -116,7 +117,7 @@ def _run_distributed(
     run_name = dist.on_main(lambda: run_name_of(config))
     run_dir = Path(config.run.artifacts_root) / run_name
     with contextlib.ExitStack() as held:
-        # Rank 0 holds the run directory's lock until the run ends (baseline.file_locks).
+        # Rank 0 holds the run directory's lock until the run ends (baseline.runs.locks).
         dist.on_main(lambda: held.enter_context(run_directory_lock(run_dir)))
         return _run_in_directory(config, plugin_set, components, dist, run_name, run_dir)
 
@@ -273,8 +274,8 @@ def _prepare_training(
     dist.on_main(lambda: prepared.append(prepare_data(config, components, config_data, init)))
     data = prepared[0] if prepared else prepare_data(config, components, config_data, init)
 
-    from baseline.checkpoint import checkpoint_paths
-    from baseline.training import Trainer  # torch is imported only once training starts
+    from baseline.runs.checkpoint import checkpoint_paths
+    from baseline.train.trainer import Trainer  # torch is imported only once training starts
 
     plan = metrics_plan(config, registry)
     model = components.model.build(components.tokenizer.vocab_size, config.train.seq_len)

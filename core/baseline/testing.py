@@ -28,10 +28,10 @@ import attrs
 import numpy as np
 
 from baseline.config import TokenizerConfig, path_field
-from baseline.fit_record import whole_corpus_source
-from baseline.hookspecs import Register, hookimpl
-from baseline.plugins import PluginSet, PluginSource, activated, discover
-from baseline.protocols import (
+from baseline.data.fit_record import whole_corpus_source
+from baseline.plugins.discovery import PluginSet, PluginSource, activated, discover
+from baseline.plugins.hookspecs import Register, hookimpl
+from baseline.plugins.protocols import (
     DatasetAdapter,
     FitSource,
     LoggerAdapter,
@@ -185,7 +185,7 @@ def tiny_experiment_data(workdir: str | Path, *, corpus: str | None = None) -> d
     ``model`` (``baseline_decoder``, d_model 32, 2 layers), ``train`` (2 epochs, batch 8,
     seq_len 16), ``split`` (``holdout``, 80% training) and ``logging`` (``console``); change
     any key before writing it as TOML or passing it to
-    :func:`baseline.loading.experiment_from_data`.
+    :func:`baseline.experiment.loading.experiment_from_data`.
     """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -239,7 +239,7 @@ def check_tokenizer_adapter(
 ) -> TokenizerAdapter:
     """``make()`` returns a fresh adapter. Fit, round trip ``texts``, save and reload.
 
-    ``fit`` gets ``training_texts`` with a :class:`~baseline.protocols.FitSource` saying they
+    ``fit`` gets ``training_texts`` with a :class:`~baseline.plugins.protocols.FitSource` saying they
     are all training segments of one (fingerprint-less) dataset. Checks ids are within
     ``vocab_size``, ``decode(encode(t)) == t``, the end-of-segment id is valid, and a
     tokenizer loaded from :meth:`save`'s file encodes identically.
@@ -307,7 +307,7 @@ def check_model_adapter(adapter: ModelAdapter, *, vocab_size: int = 64, seq_len:
 
 
 def _assert_logits(logits: Any, expected: tuple[int, int, int], when: str = "") -> None:
-    """The rule the core checks on the first training step (baseline.plugin_output)."""
+    """The rule the core checks on the first training step (baseline.plugins.output_checks)."""
     import torch
 
     rule = f"forward must return {when}logits of shape (batch, seq_len, vocab_size) = {expected}"

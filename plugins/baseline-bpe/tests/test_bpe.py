@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 import baseline_bpe
 from baseline.errors import ConfigError, DataError
-from baseline.fit_record import fit_record_path
-from baseline.protocols import FitSource
+from baseline.data.fit_record import fit_record_path
+from baseline.plugins.protocols import FitSource
 from baseline.testing import SAMPLE_TEXTS, check_tokenizer_adapter, in_process_plugins
 from baseline_bpe import BPETokenizerConfig
 from baseline_bpe.tokenizer import BPETokenizer

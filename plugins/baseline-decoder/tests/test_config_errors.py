@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from baseline.errors import ConfigError, FieldError
-from baseline.loading import structure
+from baseline.experiment.loading import structure
 from baseline_decoder import BaselineDecoderConfig
 
 REPO = Path(__file__).resolve().parents[3]
@@ -162,8 +162,8 @@ def test_the_shipped_variant_experiments_are_valid(experiment: str) -> None:
 
 @needs_the_standard_plugins
 def test_the_shipped_variant_experiments_build_their_models() -> None:
-    from baseline.loading import load_experiment
-    from baseline.plugins import default_plugins
+    from baseline.experiment.loading import load_experiment
+    from baseline.plugins.discovery import default_plugins
 
     registry = default_plugins().registry
     gpt2 = load_experiment(REPO / GPT2, registry).model

@@ -7,7 +7,7 @@ import torch
 
 import baseline_decoder
 from baseline.errors import ConfigError, FieldError
-from baseline.loading import structure
+from baseline.experiment.loading import structure
 from baseline.testing import check_model_adapter, in_process_plugins
 from baseline_decoder import BaselineDecoder, BaselineDecoderConfig
 

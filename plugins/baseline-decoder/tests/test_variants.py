@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from baseline.config import DIAGNOSTICS
-from baseline.diagnostics import LayerDiagnostics, entropy_bounds
+from baseline.metrics.diagnostics import LayerDiagnostics, entropy_bounds
 from baseline.testing import check_model_adapter
 from baseline_decoder import BaselineDecoder, BaselineDecoderConfig
 from baseline_decoder.model import DecoderModel, apply_rotary
@@ -443,9 +443,9 @@ def test_a_real_run_logs_every_diagnostic(
     """A few steps of the real pipeline with the console logger's diagnostics all on."""
     for module in ("baseline_text", "baseline_bpe", "baseline_holdout"):
         pytest.importorskip(module)
-    from baseline.loading import experiment_from_data
+    from baseline.experiment.loading import experiment_from_data
     from baseline.pipeline import model_pipeline
-    from baseline.plugins import default_plugins
+    from baseline.plugins.discovery import default_plugins
     from baseline.testing import tiny_experiment_data
 
     data = tiny_experiment_data(tmp_path)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from baseline.errors import ConfigError
-from baseline.loading import resolve_paths, structure
+from baseline.experiment.loading import resolve_paths, structure
 from baseline_hf_datasets import HFTextDatasetConfig
 from baseline_hf_datasets.dataset import HFTextDataset
 

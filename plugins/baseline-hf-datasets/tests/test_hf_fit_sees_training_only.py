@@ -12,7 +12,7 @@ pytest.importorskip("baseline_holdout")
 pytest.importorskip("baseline_decoder")
 pytest.importorskip("baseline_bpe")
 
-from baseline.loading import experiment_from_data
+from baseline.experiment.loading import experiment_from_data
 from baseline.pipeline import model_pipeline
 from baseline.testing import (
     RecordingTokenizerPlugin,

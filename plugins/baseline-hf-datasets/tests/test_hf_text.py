@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 import baseline_hf_datasets
 from baseline.errors import ConfigError, FieldError
-from baseline.loading import resolve_paths, structure
+from baseline.experiment.loading import resolve_paths, structure
 from baseline.testing import check_dataset_adapter, in_process_plugins
 from baseline_hf_datasets import HFTextDatasetConfig
 from baseline_hf_datasets import dataset as adapter_module
@@ -345,7 +345,7 @@ def test_listing_plugins_does_not_import_datasets() -> None:
     code = (
         "import sys\n"
         "from baseline.cli import main\n"
-        "from baseline.plugins import default_plugins\n"
+        "from baseline.plugins.discovery import default_plugins\n"
         "assert main(['plugins']) == 0\n"
         "assert 'hf_text' in default_plugins().registry.names('dataset')\n"
         "assert 'datasets' not in sys.modules, 'datasets imported at plugin import'\n"

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 import baseline_holdout
 from baseline.errors import ConfigError
-from baseline.loading import structure
+from baseline.experiment.loading import structure
 from baseline.testing import check_split_adapter, in_process_plugins
 from baseline_holdout import HoldoutSplit, HoldoutSplitConfig
 

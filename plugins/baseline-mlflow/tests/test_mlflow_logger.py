@@ -1,7 +1,7 @@
 """The ``mlflow`` logger against real local tracking stores, read back with ``MlflowClient``.
 
 These tests need only the core and this plugin. Records are fed the way the trainer feeds
-them: through :class:`baseline.metrics.MetricsRouter`.
+them: through :class:`baseline.metrics.router.MetricsRouter`.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from mlflow_store import MlflowRun, read_run, run_ids, seed_default_store
 import baseline_mlflow
 from baseline.config import LoggingConfig
 from baseline.errors import ConfigError, PluginError
-from baseline.metrics import LAYER_POSITIONS, MetricsPlan, MetricsRouter, diagnostic_of
-from baseline.protocols import LoggerAdapter, LoggerSession, MetricRecord, RunInfo
+from baseline.metrics.router import LAYER_POSITIONS, MetricsPlan, MetricsRouter, diagnostic_of
+from baseline.plugins.protocols import LoggerAdapter, LoggerSession, MetricRecord, RunInfo
 from baseline.testing import check_logger_adapter, in_process_plugins
 from baseline_mlflow import RUN_ID_FILENAME, MlflowConfig, MlflowLogger
 from baseline_mlflow.logger import (

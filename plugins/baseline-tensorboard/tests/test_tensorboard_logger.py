@@ -1,7 +1,7 @@
 """The ``tensorboard`` logger against real event files, read back with TensorBoard's reader.
 
 These tests need only the core and this plugin. Records are fed the way the trainer feeds
-them: through :class:`baseline.metrics.MetricsRouter`, which keeps, for this logger, the train
+them: through :class:`baseline.metrics.router.MetricsRouter`, which keeps, for this logger, the train
 records of its cadence and the diagnostics it enabled on their steps.
 """
 
@@ -20,8 +20,8 @@ from tensorboard_events import TensorBoardRun, read_events
 import baseline_tensorboard
 from baseline.config import LoggingConfig
 from baseline.errors import ConfigError
-from baseline.metrics import LAYER_POSITIONS, MetricsPlan, MetricsRouter, diagnostic_of
-from baseline.protocols import LoggerAdapter, LoggerSession, MetricRecord, RunInfo
+from baseline.metrics.router import LAYER_POSITIONS, MetricsPlan, MetricsRouter, diagnostic_of
+from baseline.plugins.protocols import LoggerAdapter, LoggerSession, MetricRecord, RunInfo
 from baseline.testing import check_logger_adapter, in_process_plugins
 from baseline_tensorboard import TensorBoardConfig, TensorBoardLogger
 from baseline_tensorboard.logger import TOKENS_SUBDIR, event_dir, tensorboard_scalars

@@ -8,7 +8,7 @@ import pytest
 
 import baseline_text
 from baseline.errors import ConfigError
-from baseline.loading import structure
+from baseline.experiment.loading import structure
 from baseline.testing import check_dataset_adapter, in_process_plugins
 from baseline_text import LocalTextDataset, LocalTextDatasetConfig
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from baseline.errors import ConfigError
-from baseline.loading import resolve_paths, structure
+from baseline.experiment.loading import resolve_paths, structure
 from baseline.testing import check_dataset_adapter
 from baseline_text import LocalTextDataset, LocalTextDatasetConfig
 

@@ -12,12 +12,12 @@ import torch
 pytest.importorskip("baseline_decoder")
 pytest.importorskip("baseline_bpe")
 
-from baseline.export import export_run
-from baseline.generation import SamplingOptions, generate
-from baseline.inference import load_run
-from baseline.loading import experiment_from_data
+from baseline.tools.export import export_run
+from baseline.tools.generation import SamplingOptions, generate
+from baseline.tools.inference import load_run
+from baseline.experiment.loading import experiment_from_data
 from baseline.pipeline import model_pipeline
-from baseline.plugins import default_plugins
+from baseline.plugins.discovery import default_plugins
 from baseline.testing import tiny_experiment_data
 
 #: Short enough that prompt + 50 new tokens fit in seq_len (GPT-2 has only that many positions).

@@ -23,7 +23,7 @@ from baseline.config import (
     TokenizerConfig,
 )
 from baseline.errors import ConfigError, FieldError
-from baseline.loading import structure, unstructure_config
+from baseline.experiment.loading import structure, unstructure_config
 from baseline_wandb import WandbMetricsConfig
 
 KEY_PATH = "logging.wandb"

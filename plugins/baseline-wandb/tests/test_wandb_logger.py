@@ -1,7 +1,7 @@
 """The ``wandb`` logger against real offline W&B runs, read back from their ``.wandb`` files.
 
 These tests need only the core and this plugin. Records are fed the way the trainer feeds
-them: through :class:`baseline.metrics.MetricsRouter`, which keeps, for this logger, the train
+them: through :class:`baseline.metrics.router.MetricsRouter`, which keeps, for this logger, the train
 records of its cadence and the diagnostics it enabled on their steps.
 """
 
@@ -25,8 +25,8 @@ from wandb_transaction_log import WandbRun, read_run, read_runs, wandb_files
 import baseline_wandb
 from baseline.config import LoggingConfig
 from baseline.errors import ConfigError, PluginError
-from baseline.metrics import LAYER_POSITIONS, MetricsPlan, MetricsRouter, diagnostic_of
-from baseline.protocols import LoggerAdapter, LoggerSession, MetricRecord, RunInfo
+from baseline.metrics.router import LAYER_POSITIONS, MetricsPlan, MetricsRouter, diagnostic_of
+from baseline.plugins.protocols import LoggerAdapter, LoggerSession, MetricRecord, RunInfo
 from baseline.testing import check_logger_adapter, in_process_plugins
 from baseline_wandb import RUN_ID_FILENAME, WandbLogger, WandbMetricsConfig, WandbSession
 from baseline_wandb.logger import NO_API_KEY_MESSAGE, _start_error
@@ -455,7 +455,7 @@ UNREACHABLE_SERVER = textwrap.dedent(
     import sys
     from pathlib import Path
     from baseline.errors import BaselineError
-    from baseline.protocols import RunInfo
+    from baseline.plugins.protocols import RunInfo
     from baseline_wandb import WandbLogger, WandbMetricsConfig
 
     run_dir = Path(sys.argv[1])

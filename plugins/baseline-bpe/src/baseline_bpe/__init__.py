@@ -7,7 +7,7 @@ be read, is an error: it is never silently retrained over.
 
 from __future__ import annotations
 
-from baseline.hookspecs import Register, hookimpl
+from baseline.plugins.hookspecs import Register, hookimpl
 from baseline_bpe.config import BPETokenizerConfig
 
 __all__ = ["BPETokenizerConfig"]

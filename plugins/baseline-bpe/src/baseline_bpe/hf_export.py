@@ -15,7 +15,7 @@ from pathlib import Path
 from tokenizers import AddedToken, Tokenizer
 
 from baseline.errors import ConfigError
-from baseline.protocols import ExportInfo
+from baseline.plugins.protocols import ExportInfo
 
 #: The text of the end-of-segment token in the exported tokenizer.
 END_OF_SEGMENT_TOKEN = "<|endofsegment|>"

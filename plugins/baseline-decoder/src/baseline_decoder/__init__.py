@@ -12,14 +12,14 @@ import attrs
 
 from baseline.config import ExperimentConfig, ModelConfig, at_least, between
 from baseline.errors import FieldError
-from baseline.hookspecs import Register, hookimpl
+from baseline.plugins.hookspecs import Register, hookimpl
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     import torch
 
-    from baseline.protocols import ExportInfo
+    from baseline.plugins.protocols import ExportInfo
 
 __all__ = ["SWIGLU_MULTIPLE", "BaselineDecoder", "BaselineDecoderConfig"]
 

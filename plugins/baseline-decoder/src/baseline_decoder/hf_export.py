@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from baseline.errors import ConfigError
-from baseline.protocols import ExportInfo
+from baseline.plugins.protocols import ExportInfo
 from baseline_decoder import BaselineDecoderConfig
 
 #: RMSNorm and LayerNorm epsilon of the decoder (torch's defaults as used in model.py).

@@ -17,7 +17,7 @@ import attrs
 
 from baseline.config import DatasetConfig, ExperimentConfig, at_least, path_field
 from baseline.errors import FieldError
-from baseline.hookspecs import Register, hookimpl
+from baseline.plugins.hookspecs import Register, hookimpl
 
 if TYPE_CHECKING:
     from baseline_hf_datasets.dataset import HFTextDataset

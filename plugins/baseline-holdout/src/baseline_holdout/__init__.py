@@ -7,8 +7,8 @@ import numpy as np
 
 from baseline.config import SplitConfig, at_least, between
 from baseline.errors import ConfigError
-from baseline.hookspecs import Register, hookimpl
-from baseline.protocols import SplitPlan
+from baseline.plugins.hookspecs import Register, hookimpl
+from baseline.plugins.protocols import SplitPlan
 
 __all__ = ["HoldoutSplit", "HoldoutSplitConfig"]
 

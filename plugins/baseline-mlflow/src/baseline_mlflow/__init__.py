@@ -8,7 +8,7 @@ and ``baseline validate`` stay fast.
 
 from __future__ import annotations
 
-from baseline.hookspecs import Register, hookimpl
+from baseline.plugins.hookspecs import Register, hookimpl
 from baseline_mlflow.config import MlflowConfig
 from baseline_mlflow.logger import RUN_ID_FILENAME, MlflowLogger, MlflowSession
 

@@ -8,7 +8,7 @@ logger, so ``baseline plugins`` and ``baseline validate`` stay fast.
 
 from __future__ import annotations
 
-from baseline.hookspecs import Register, hookimpl
+from baseline.plugins.hookspecs import Register, hookimpl
 from baseline_tensorboard.config import TensorBoardConfig
 from baseline_tensorboard.logger import TensorBoardLogger, TensorBoardSession
 

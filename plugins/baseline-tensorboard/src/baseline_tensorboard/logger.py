@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from baseline.errors import BaselineError, ConfigError, PluginError
-from baseline.protocols import MetricRecord, RunInfo
+from baseline.plugins.protocols import MetricRecord, RunInfo
 from baseline_tensorboard.config import TensorBoardConfig
 
 if TYPE_CHECKING:

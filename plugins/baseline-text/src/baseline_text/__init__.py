@@ -12,7 +12,7 @@ import attrs
 
 from baseline.config import DatasetConfig, path_field
 from baseline.errors import ConfigError, FieldError
-from baseline.hookspecs import Register, hookimpl
+from baseline.plugins.hookspecs import Register, hookimpl
 
 __all__ = ["LocalTextDataset", "LocalTextDatasetConfig"]
 

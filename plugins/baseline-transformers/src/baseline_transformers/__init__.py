@@ -19,7 +19,7 @@ import attrs
 
 from baseline.config import ExperimentConfig, ModelConfig, TokenizerConfig, path_field
 from baseline.errors import FieldError
-from baseline.hookspecs import Register, hookimpl
+from baseline.plugins.hookspecs import Register, hookimpl
 
 if TYPE_CHECKING:
     from baseline_transformers.model import HFCausalLM

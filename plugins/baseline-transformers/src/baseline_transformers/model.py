@@ -18,7 +18,7 @@ from transformers.models.auto.modeling_auto import (
 )
 
 from baseline.errors import ConfigError
-from baseline.protocols import ExportInfo
+from baseline.plugins.protocols import ExportInfo
 from baseline_transformers import HFCausalLMConfig
 from baseline_transformers.local import resolve_local
 from baseline_transformers.module import HFCausalLMModule
@@ -86,7 +86,7 @@ class HFCausalLM:
         else:
             model_type = str(config.model_type)
             if model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
-                from baseline.registry import did_you_mean
+                from baseline.plugins.registry import did_you_mean
 
                 hint = did_you_mean(model_type, MODEL_FOR_CAUSAL_LM_MAPPING_NAMES)
                 raise ConfigError(
@@ -118,7 +118,7 @@ class HFCausalLM:
         known = config_keys(config_cls)
         for key in self.config.config:
             if key not in known:
-                from baseline.registry import did_you_mean
+                from baseline.plugins.registry import did_you_mean
 
                 name = getattr(config_cls, "model_type", config_cls.__name__)
                 raise ConfigError(

@@ -15,7 +15,7 @@ from typing import Any
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from baseline.errors import ConfigError
-from baseline.protocols import ExportInfo, FitSource
+from baseline.plugins.protocols import ExportInfo, FitSource
 from baseline_transformers import HFTokenizerConfig
 from baseline_transformers.local import resolve_local
 

@@ -7,7 +7,7 @@ and ``baseline validate`` stay fast.
 
 from __future__ import annotations
 
-from baseline.hookspecs import Register, hookimpl
+from baseline.plugins.hookspecs import Register, hookimpl
 from baseline_wandb.config import WandbMetricsConfig
 from baseline_wandb.logger import RUN_ID_FILENAME, WandbLogger, WandbSession
 

@@ -1,0 +1,12 @@
+"""The data wing: from a dataset to the token windows a step trains on.
+
+- ``preparation``: read, split, fit on training segments only, tokenize (the order of work);
+- ``segments``: segment sizes streamed to disk;
+- ``fit_record`` and ``lineage``: what a fitted file or a run's weights learned from;
+- ``tokens`` and ``token_cache``: tokenizing and the cache on disk;
+- ``prepared``: the prepared data handed to the trainer;
+- ``windows``: training and validation windows, sharded over ranks.
+
+May import: :mod:`baseline.config`, :mod:`baseline.plugins`, :mod:`baseline.runs`,
+:mod:`baseline.errors`.
+"""

@@ -1,0 +1,87 @@
+"""What a run's weights learned from: the weights record (``weights.fit.json``) of a run and
+the lineage of ``run.init_from`` sources, checked against this run's split so that no weights
+(and no reused tokenizer) saw a validation segment."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from baseline.data.fit_record import (
+    check_record,
+    fit_record_path,
+    read_fit_record,
+    write_fit_record,
+)
+from baseline.errors import ConfigError
+from baseline.plugins.protocols import FitSource, TokenizerAdapter
+from baseline.runs.source_run import KEY_PATH, SourceRun
+
+log = logging.getLogger("baseline")
+
+#: The fitted "file" a run's weights record describes: ``<run_dir>/weights.fit.json``.
+WEIGHTS_RECORD_NAME = "weights"
+_LEAK_FIX = (
+    "give this run the source run's [split] (or train on another corpus), or start without "
+    "run.init_from"
+)
+
+
+def weights_record_path(run_dir: Path) -> Path:
+    """``<run_dir>/weights.fit.json``: what the run's weights learned from."""
+    return fit_record_path(run_dir / WEIGHTS_RECORD_NAME)
+
+
+def _lineage(source: SourceRun) -> list[dict[str, Any]]:
+    """The source run's weights record followed by those of its own sources."""
+    record_path = weights_record_path(source.run_dir)
+    if not record_path.is_file():
+        raise ConfigError(
+            f"{source.run_dir} has no {record_path.name}: nothing shows which segments its "
+            "weights learned from (runs of versions before weights records have none), so "
+            "this run's validation text may be among them; train the source run again with "
+            "this version, or start without run.init_from",
+            key_path=KEY_PATH,
+        )
+    record = read_fit_record(source.run_dir / WEIGHTS_RECORD_NAME, key_path=KEY_PATH)
+    inherited = record.get("inherited") or []
+    return [
+        {key: value for key, value in record.items() if key != "inherited"},
+        *(item for item in inherited if isinstance(item, dict)),
+    ]
+
+
+def check_lineage(source: SourceRun, fit: FitSource) -> str:
+    """Refuse a source whose weights (or whose sources' weights) learned from a validation
+    segment of this split; return what the source's weights learned from, for the log."""
+    sentences = []
+    for index, record in enumerate(_lineage(source)):
+        # The source as it is now (it may have moved), then its sources as recorded.
+        run_dir = source.run_dir if index == 0 else Path(str(record.get("run_dir", "?")))
+        sentences.append(check_record(record, run_dir, fit, key_path=KEY_PATH, fix=_LEAK_FIX))
+    return sentences[0]
+
+
+def reuse_source_tokenizer(tokenizer: TokenizerAdapter, source: SourceRun, fit: FitSource) -> None:
+    """Load the source run's tokenizer file instead of fitting, after the lineage check."""
+    learned = check_lineage(source, fit)
+    tokenizer.load(source.tokenizer_file)
+    log.info(
+        "tokenizer: reused from %s (run.init_from), not fitted; the source run %s",
+        source.tokenizer_file,
+        learned,
+    )
+
+
+def write_weights_record(run_dir: Path, fit: FitSource, source: SourceRun | None) -> Path:
+    """Write ``weights.fit.json``: the training segments of this run, and the records of the
+    run it started from (so a chain of ``init_from`` runs is checked as a whole)."""
+    inherited = _lineage(source) if source is not None else []
+    return write_fit_record(
+        run_dir / WEIGHTS_RECORD_NAME,
+        fit,
+        run_dir=str(run_dir.resolve()),
+        init_from=str(source.run_dir.resolve()) if source is not None else None,
+        inherited=inherited,
+    )

@@ -1,0 +1,254 @@
+"""Read, split, fit, tokenize: the data of a run, prepared in an order that cannot leak.
+
+1. Measure every segment (its UTF-8 size): the only thing the split sees.
+2. Split the segments into training and validation.
+3. Fit the tokenizer on the training segments only: not one validation segment reaches it.
+   With ``run.init_from`` the source run's tokenizer file is loaded instead (after checking
+   that the source's weights learned from none of this split's validation segments).
+4. Tokenize every segment (or reuse the token cache) and cut the stream into the token
+   ranges of each side.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+import numpy as np
+
+from baseline.config import PATH_METADATA_KEY, ExperimentConfig
+from baseline.data.lineage import reuse_source_tokenizer
+from baseline.data.prepared import PreparedData
+from baseline.data.segments import measure_segments
+from baseline.data.token_cache import adapter_fingerprint, cache_key, load_or_build
+from baseline.data.tokens import TokenStream, build_token_stream, check_split_plan
+from baseline.data.windows import range_window_starts
+from baseline.errors import ConfigError, DataError, PluginError
+from baseline.plugins.components import Components
+from baseline.plugins.output_checks import PluginOutputError, component_label
+from baseline.plugins.protocols import DatasetAdapter, FitSource
+from baseline.runs.source_run import SourceRun
+
+log = logging.getLogger("baseline")
+
+
+def token_cache_root(config: ExperimentConfig) -> Path:
+    """Where token streams (and segment sizes) are cached for this experiment."""
+    if config.run.token_cache_dir is not None:
+        return Path(config.run.token_cache_dir)
+    return Path(config.run.artifacts_root) / ".token_cache"
+
+
+def dataset_identity(dataset: DatasetAdapter, dataset_config: Any) -> str | None:
+    """A hash of the dataset's fingerprint and its settings other than file paths: equal when
+    it yields the same segments, wherever the files live (a copy of the corpus elsewhere is
+    the same dataset for a fit record).
+
+    ``None`` when the adapter has no ``fingerprint()``.
+    """
+    fingerprint = adapter_fingerprint(dataset)
+    if fingerprint is None:
+        return None
+    settings = {
+        field.name: getattr(dataset_config, field.name)
+        for field in attrs.fields(type(dataset_config))
+        if not field.metadata.get(PATH_METADATA_KEY)
+    }
+    return cache_key(
+        {"dataset": type(dataset_config).__qualname__, **settings, "fingerprint": fingerprint}
+    )
+
+
+def segment_delimiter(dataset: DatasetAdapter, dataset_name: str) -> str:
+    """What the end-of-segment token stands for (the adapter's ``segment_delimiter``)."""
+    delimiter = getattr(dataset, "segment_delimiter", "")
+    if not isinstance(delimiter, str):
+        raise PluginError(
+            f"dataset {dataset_name!r}: segment_delimiter must be a str, got "
+            f"{type(delimiter).__name__}"
+        )
+    return delimiter
+
+
+def training_segments(segments: Iterator[str], train_mask: np.ndarray) -> Iterator[str]:
+    """The segments whose ``train_mask`` entry is true; stops after the last of them."""
+    train_indices = np.flatnonzero(train_mask)
+    if not len(train_indices):
+        return
+    last = int(train_indices[-1])
+    for index, segment in enumerate(segments):
+        if index >= len(train_mask):
+            raise DataError(
+                f"the dataset yielded more than the {len(train_mask):,} segments it had when "
+                "it was measured; its segments() must yield the same segments on every pass"
+            )
+        if train_mask[index]:
+            yield segment
+        if index == last:
+            return
+
+
+def measure(config: ExperimentConfig, components: Components, scratch: Path) -> np.ndarray:
+    """Each segment's UTF-8 size, streamed to a memory-mapped file in ``scratch``.
+
+    Always one pass over the dataset: it is what the split sees, and the pass also lets a
+    dataset whose fingerprint hashes what it yields (``hf_text``) know its fingerprint.
+    """
+    started = time.perf_counter()
+    sizes = measure_segments(components.dataset.segments(), scratch)
+    log.info(
+        "dataset: %s segments, %s bytes (%.1fs)",
+        f"{len(sizes):,}",
+        f"{int(sizes.sum()):,}",
+        time.perf_counter() - started,
+    )
+    return sizes
+
+
+def load_token_stream(
+    config: ExperimentConfig, components: Components, config_data: Mapping[str, Any]
+) -> TokenStream:
+    """Tokenize the corpus, or reuse the cached stream of an identical dataset and tokenizer."""
+    started = time.perf_counter()
+    dataset_fingerprint = adapter_fingerprint(components.dataset)
+    tokenizer_fingerprint = adapter_fingerprint(components.tokenizer)
+    if dataset_fingerprint is None or tokenizer_fingerprint is None:
+        stream = build_token_stream(components.dataset.segments(), components.tokenizer)
+        log.info(
+            "token stream: %s tokens (%.1fs; not cached: an adapter has no fingerprint)",
+            f"{len(stream.tokens):,}",
+            time.perf_counter() - started,
+        )
+        return stream
+    key = cache_key(
+        {
+            "dataset": config_data["dataset"],
+            "tokenizer": config_data["tokenizer"],
+            "dataset_fingerprint": dataset_fingerprint,
+            "tokenizer_fingerprint": tokenizer_fingerprint,
+        }
+    )
+    stream, hit = load_or_build(
+        token_cache_root(config), key, components.dataset.segments, components.tokenizer
+    )
+    log.info(
+        "token stream: %s tokens in %s segments, %s (%.1fs)",
+        f"{len(stream.tokens):,}",
+        f"{stream.num_segments:,}",
+        "loaded from the token cache, tokenization skipped" if hit else "tokenized and cached",
+        time.perf_counter() - started,
+    )
+    return stream
+
+
+def prepare_data(
+    config: ExperimentConfig,
+    components: Components,
+    config_data: Mapping[str, Any],
+    init: SourceRun | None = None,
+) -> PreparedData:
+    """Measure and split the segments, fit the tokenizer on the training side, tokenize.
+
+    With ``init`` (the run ``run.init_from`` names) the tokenizer loads that run's file
+    instead of fitting.
+    """
+    scratch_root = token_cache_root(config)
+    scratch_root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".segment-sizes-", dir=scratch_root) as scratch:
+        return _prepare(config, components, config_data, Path(scratch), init)
+
+
+def _prepare(
+    config: ExperimentConfig,
+    components: Components,
+    config_data: Mapping[str, Any],
+    scratch: Path,
+    init: SourceRun | None = None,
+) -> PreparedData:
+    dataset_name = str(config_data["dataset"].get("name", "dataset"))
+    sizes = measure(config, components, scratch)
+    identity = dataset_identity(components.dataset, config.dataset)
+    plan = components.split.split(sizes)
+    check_split_plan(plan, len(sizes))
+    train = np.asarray(plan.train, dtype=np.int64)
+    validation = np.asarray(plan.validation, dtype=np.int64)
+    train_mask = np.zeros(len(sizes), dtype=bool)
+    train_mask[train] = True
+
+    started = time.perf_counter()
+    source = FitSource(dataset_name, identity, train_mask)
+    if init is not None:
+        reuse_source_tokenizer(components.tokenizer, init, source)
+    else:
+        segments = training_segments(components.dataset.segments(), train_mask)
+        components.tokenizer.fit(segments, source)
+    log.info(
+        "tokenizer ready: %d tokens in vocabulary (%.1fs); split: %s training and %s validation "
+        "segments, only the training ones reach the tokenizer",
+        components.tokenizer.vocab_size,
+        time.perf_counter() - started,
+        f"{len(train):,}",
+        f"{len(validation):,}",
+    )
+
+    try:
+        stream = load_token_stream(config, components, config_data)
+    except PluginOutputError as error:
+        name = str(config_data["tokenizer"].get("name", "tokenizer"))
+        raise PluginError(f"{component_label('tokenizer', name)}: {error}") from None
+    if stream.num_segments != len(sizes) or not np.array_equal(stream.byte_counts, sizes):
+        raise DataError(
+            f"dataset {dataset_name!r} yielded other segments when tokenized than when "
+            f"measured ({stream.num_segments:,} against {len(sizes):,}); its segments() must "
+            "yield the same segments on every pass"
+        )
+    delimiter = segment_delimiter(components.dataset, dataset_name)
+    delimiter_bytes = len(delimiter.encode("utf-8"))
+    prepared = PreparedData(
+        tokens=stream.tokens,
+        train_ranges=stream.ranges(train),
+        validation_ranges=stream.ranges(validation),
+        train_tokens=stream.token_count(train),
+        validation_tokens=stream.token_count(validation),
+        validation_bytes=stream.byte_count(validation) + len(validation) * delimiter_bytes,
+        num_segments=stream.num_segments,
+        train_segments=len(train),
+        validation_segments=len(validation),
+        end_of_segment_text=delimiter,
+        fit_source=source,
+    )
+    check_data_size(config, prepared)
+    return prepared
+
+
+def check_data_size(config: ExperimentConfig, data: PreparedData) -> None:
+    """Refuse a split too small for one training batch or one validation window."""
+    train = config.train
+    window = train.seq_len + 1
+    train_windows = range_window_starts(data.train_ranges, train.seq_len, train.effective_stride)
+    if not len(train_windows):
+        raise ConfigError(
+            f"the training split has {data.train_tokens:,} tokens and no run of segments as "
+            f"long as one window of seq_len + 1 = {window}; lower train.seq_len or use more data",
+            key_path="train.seq_len",
+        )
+    used = int(len(train_windows) * train.data_fraction)
+    if used < train.batch_size:
+        raise ConfigError(
+            f"the training split gives {used:,} windows (seq_len={train.seq_len}, "
+            f"stride={train.effective_stride}, data_fraction={train.data_fraction}), fewer than "
+            f"one batch of {train.batch_size}; lower train.batch_size or use more data",
+            key_path="train.batch_size",
+        )
+    if not len(range_window_starts(data.validation_ranges, train.seq_len, train.seq_len)):
+        raise ConfigError(
+            f"the validation split has {data.validation_tokens:,} tokens "
+            f"({data.num_segments:,} segments in all) and no window of {window} tokens; "
+            "lower split.train_fraction or train.seq_len",
+            key_path="split",
+        )

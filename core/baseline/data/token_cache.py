@@ -1,0 +1,86 @@
+"""On-disk cache of token streams, keyed by the dataset, the tokenizer and their configs.
+
+A second run of the same experiment memory-maps the cached stream instead of tokenizing
+again. An entry is built in a temporary directory and renamed into place when complete, so
+an interrupted build never leaves a half-written entry under its final name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from baseline.data.tokens import TokenStream, build_token_stream, open_token_stream, stream_damage
+from baseline.plugins.protocols import TokenizerAdapter
+from baseline.runs.locks import waiting_lock
+
+#: 2: meta.json records each file's size and SHA-256 (entries of format 1 are not reused).
+CACHE_FORMAT = 2
+log = logging.getLogger("baseline")
+
+
+def adapter_fingerprint(adapter: object) -> str | None:
+    """The adapter's optional ``fingerprint()``: a string that changes when its output would."""
+    method = getattr(adapter, "fingerprint", None)
+    return method() if callable(method) else None
+
+
+def cache_key(parts: Mapping[str, Any]) -> str:
+    """A stable hash of JSON-serialisable ``parts``."""
+    text = json.dumps({"format": CACHE_FORMAT, **parts}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+
+def load_or_build(
+    cache_root: Path,
+    key: str,
+    segments: Callable[[], Iterable[str]],
+    tokenizer: TokenizerAdapter,
+) -> tuple[TokenStream, bool]:
+    """The cached stream for ``key`` (and ``True``), or a newly built and cached one."""
+    entry = cache_root / key
+    if entry.is_dir() and stream_damage(entry) is None:
+        return open_token_stream(entry), True
+    # Runs that share a new entry build it once: the others wait, then map what it built.
+    with waiting_lock(cache_root / f".{key}.lock"):
+        if entry.is_dir():
+            damage = stream_damage(entry)
+            if damage is None:
+                return open_token_stream(entry), True
+            log.warning("token cache entry %s is damaged (%s); rebuilding it", entry, damage)
+            _discard(entry)
+        return _build_entry(cache_root, key, segments, tokenizer), False
+
+
+def _discard(entry: Path) -> None:
+    """Move a damaged entry out of the way (one rename), then delete it."""
+    trash = Path(tempfile.mkdtemp(prefix=f".{entry.name}.damaged.", dir=entry.parent))
+    entry.rename(trash / entry.name)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def _build_entry(
+    cache_root: Path, key: str, segments: Callable[[], Iterable[str]], tokenizer: TokenizerAdapter
+) -> TokenStream:
+    entry = cache_root / key
+    staging = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=cache_root))
+    current_umask = os.umask(0)
+    os.umask(current_umask)
+    staging.chmod(0o777 & ~current_umask)  # mkdtemp creates 0700
+    try:
+        build_token_stream(segments(), tokenizer, staging)
+        try:
+            staging.rename(entry)
+        except OSError:  # another process finished the same entry first
+            shutil.rmtree(staging, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return open_token_stream(entry)

@@ -1,0 +1,130 @@
+"""Training checkpoints: everything needed to continue a run, saved atomically and rotated.
+
+The newest checkpoint is ``<checkpoint_filename>``; the ones before it are kept as
+``<stem>.1<suffix>``, ``<stem>.2<suffix>``, ... up to ``run.keep_last_checkpoints`` files.
+A checkpoint that cannot be read is reported and the previous one is used.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from baseline.errors import DataError
+from baseline.runs.artifacts import atomic_write_with
+
+CHECKPOINT_FORMAT = 1
+log = logging.getLogger("baseline")
+
+
+def checkpoint_paths(run_dir: Path, filename: str, keep: int) -> list[Path]:
+    """Checkpoint files newest first: ``name.pt``, ``name.1.pt``, ... (``keep`` in all)."""
+    newest = run_dir / filename
+    return [newest] + [
+        newest.with_name(f"{newest.stem}.{index}{newest.suffix}") for index in range(1, keep)
+    ]
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """Python, NumPy and torch RNG states, in a form ``torch.load(weights_only=True)`` accepts."""
+    np_state: tuple[Any, ...] = np.random.get_state(legacy=True)  # type: ignore[assignment]
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].copy()), *np_state[2:]],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def tensors_to_arrays(value: Any) -> Any:
+    """Tensors inside ``value`` as NumPy arrays (``all_gather_object`` mishandles tensors)."""
+    if isinstance(value, torch.Tensor):
+        return value.cpu().numpy()
+    if isinstance(value, dict):
+        return {k: tensors_to_arrays(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(tensors_to_arrays(v) for v in value)
+    return value
+
+
+def arrays_to_tensors(value: Any) -> Any:
+    """The inverse of :func:`tensors_to_arrays`."""
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(value)
+    if isinstance(value, dict):
+        return {k: arrays_to_tensors(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(arrays_to_tensors(v) for v in value)
+    return value
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`capture_rng_state` captured."""
+    random.setstate(state["python"])
+    kind, keys, *rest = state["numpy"]
+    np.random.set_state((kind, keys.numpy(), *rest))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(paths: list[Path], state: dict[str, Any]) -> None:
+    """Write ``state`` as the newest checkpoint, shifting the older ones down the list.
+
+    The new file is complete and fsynced before any older file moves, so a crash at any
+    moment leaves at least one complete checkpoint.
+    """
+
+    def rotate() -> None:
+        for older, newer in zip(reversed(paths[1:]), reversed(paths[:-1]), strict=True):
+            if newer.exists():
+                os.replace(newer, older)
+
+    atomic_write_with(
+        paths[0],
+        lambda handle: torch.save({"format": CHECKPOINT_FORMAT, **state}, handle),
+        before_replace=rotate,
+    )
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Load a checkpoint without running any pickled code; a damaged file is a clear error."""
+    try:
+        state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise DataError(
+            f"{path}: checkpoint is corrupt or unreadable ({type(error).__name__})"
+        ) from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise DataError(f"{path}: not a baseline checkpoint (format {CHECKPOINT_FORMAT})")
+    return state
+
+
+def load_latest_checkpoint(paths: list[Path]) -> tuple[Path, dict[str, Any]] | None:
+    """The newest readable checkpoint, skipping (and reporting) damaged ones; ``None`` if none.
+
+    Raises :class:`DataError` when checkpoints exist but none can be read.
+    """
+    damaged: list[str] = []
+    for path in paths:
+        if not path.exists():
+            continue
+        try:
+            return path, load_checkpoint(path)
+        except DataError as error:
+            log.warning("%s; trying the previous checkpoint", error)
+            damaged.append(path.name)
+    if damaged:
+        raise DataError(
+            f"no usable checkpoint: {', '.join(damaged)} are damaged; start a new run "
+            "(--overwrite) or restore a checkpoint file"
+        )
+    return None

@@ -1,0 +1,298 @@
+"""``[run] init_from``: start a run from the weights of a trained run (fine-tuning).
+
+The source run directory gives the new run three things:
+
+- its **weights**: the final model (named in ``inference_config.json``) or, for a run that
+  did not finish, the model of its newest readable checkpoint. They are loaded into the
+  freshly built model before the trainer moves it to its device and builds the optimizer, so
+  the optimizer state starts fresh. A resumed run continues from its own checkpoint instead.
+- its **tokenizer file**, which the new run loads instead of fitting a tokenizer: the
+  vocabulary the weights were trained with. ``[tokenizer]`` must therefore be the source
+  run's (path keys aside: they are not used), and ``[model]`` must be the source run's.
+- its **weights record** (``weights.fit.json``, a :mod:`baseline.data.fit_record` record): which
+  segments of which dataset the weights (and the source run's own source runs) learned
+  from. A new run on another corpus reuses them deliberately; a new run on the same corpus
+  whose validation segments the weights trained on is refused, since its validation figures
+  would be optimistic.
+
+Reading the source (:func:`source_run`) needs only JSON files and imports no torch:
+``baseline validate`` reports a missing or mismatched source.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from baseline.config import PATH_METADATA_KEY, ExperimentConfig
+from baseline.errors import ConfigError, DataError
+from baseline.runs.artifacts import INFERENCE_CONFIG_FILENAME, RUN_CONFIG_FILENAME
+
+__all__ = [
+    "SourceRun",
+    "load_source_weights",
+    "source_run",
+]
+
+log = logging.getLogger("baseline")
+
+KEY_PATH = "run.init_from"
+
+
+@attrs.frozen
+class SourceRun:
+    """A trained run directory that a new run starts from."""
+
+    run_dir: Path
+    #: The source run's normalized experiment config (``run_config.json``).
+    config: Mapping[str, Any] = attrs.field(repr=False)
+    #: The final model, or the newest checkpoint when the run has no final model.
+    weights: Path
+    from_checkpoint: bool
+    #: Every checkpoint file of the source run, newest first (for the fallback to an older
+    #: one when the newest is damaged).
+    checkpoints: tuple[Path, ...]
+    tokenizer_file: Path
+
+    def describe(self) -> dict[str, Any]:
+        """What ``run_config.json`` records about the source."""
+        return {
+            "run_dir": str(self.run_dir),
+            "weights": str(self.weights),
+            "from_checkpoint": self.from_checkpoint,
+            "tokenizer_file": str(self.tokenizer_file),
+        }
+
+
+def _read_json(path: Path, what: str) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{path.parent} is not a run directory (no {path.name}); point it at the "
+            "directory of a trained run",
+            key_path=KEY_PATH,
+        ) from None
+    except (OSError, ValueError) as error:
+        raise ConfigError(
+            f"{path}: unreadable {what} ({type(error).__name__})", key_path=KEY_PATH
+        ) from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: unreadable {what} (not a JSON object)", key_path=KEY_PATH)
+    return data
+
+
+def _checkpoint_files(run_dir: Path, run: Mapping[str, Any]) -> tuple[Path, ...]:
+    """The source's checkpoint files newest first (the naming of
+    :func:`baseline.runs.checkpoint.checkpoint_paths`, without importing torch)."""
+    newest = run_dir / str(run.get("checkpoint_filename", "baseline_checkpoint.pt"))
+    keep = int(run.get("keep_last_checkpoints", 2))
+    older = (newest.with_name(f"{newest.stem}.{i}{newest.suffix}") for i in range(1, keep))
+    return (newest, *older)
+
+
+def read_source_run(init_from: str | Path) -> SourceRun:
+    """Read the source run directory; a missing or unfinished-and-empty run is an error."""
+    run_dir = Path(init_from)
+    if not run_dir.is_dir():
+        what = "does not exist" if not run_dir.exists() else "is not a directory"
+        raise ConfigError(
+            f"{run_dir} {what}; point it at the directory of a trained run", key_path=KEY_PATH
+        )
+    run_config = _read_json(run_dir / RUN_CONFIG_FILENAME, "run config")
+    config = run_config.get("config")
+    if not isinstance(config, dict):
+        raise ConfigError(
+            f"{run_dir / RUN_CONFIG_FILENAME}: holds no experiment config", key_path=KEY_PATH
+        )
+    run = config.get("run", {})
+    inference_path = run_dir / INFERENCE_CONFIG_FILENAME
+    inference = _read_json(inference_path, "inference config") if inference_path.is_file() else None
+    checkpoints = _checkpoint_files(run_dir, run)
+    final = run_dir / str(
+        (inference or {}).get("model", {}).get("file")
+        or run.get("final_model_filename", "baseline_model.pt")
+    )
+    if inference is not None and final.is_file():
+        weights, from_checkpoint = final, False
+    else:
+        existing = [path for path in checkpoints if path.is_file()]
+        if not existing:
+            raise ConfigError(
+                f"{run_dir} has no weights: neither a final model ({final.name}) nor a "
+                f"checkpoint ({checkpoints[0].name}); train it first, or point at another run",
+                key_path=KEY_PATH,
+            )
+        weights, from_checkpoint = existing[0], True
+    tokenizer_name = (inference or {}).get("tokenizer", {}).get("file") or run_config.get(
+        "tokenizer_file"
+    )
+    tokenizer_file = run_dir / str(tokenizer_name or "")
+    if not tokenizer_name or not tokenizer_file.is_file():
+        raise ConfigError(
+            f"{run_dir} has no tokenizer file"
+            + (f" ({tokenizer_file.name})" if tokenizer_name else "")
+            + "; the new run reuses the source run's tokenizer, so the source must have one",
+            key_path=KEY_PATH,
+        )
+    return SourceRun(run_dir, config, weights, from_checkpoint, checkpoints, tokenizer_file)
+
+
+def _flatten(data: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _section_defaults(section_config: Any, section: str) -> dict[str, Any]:
+    """``section.key`` -> the plain default of each field (for keys older runs lack)."""
+    defaults: dict[str, Any] = {}
+    for field in attrs.fields(type(section_config)):
+        if field.default is not attrs.NOTHING and not isinstance(field.default, attrs.Factory):  # type: ignore[arg-type]
+            defaults[f"{section}.{field.name}"] = field.default
+    return defaults
+
+
+def section_differences(
+    section: str,
+    source: Mapping[str, Any],
+    current: Mapping[str, Any],
+    *,
+    defaults: Mapping[str, Any],
+    ignore: frozenset[str] = frozenset(),
+) -> list[str]:
+    """``key (source X, this run Y)`` for each key of ``section`` whose values differ.
+
+    A key the source lacks (written before the option existed) matches a current value equal
+    to the option's default. Keys in ``ignore`` (``section.key``) are not compared.
+    """
+    old, new = _flatten(source, f"{section}."), _flatten(current, f"{section}.")
+    for key, value in defaults.items():
+        if key not in old and new.get(key) == value:
+            old[key] = value
+    differing = []
+    for key in sorted(set(old) | set(new)):
+        if key in ignore or old.get(key) == new.get(key):
+            continue
+        before = repr(old[key]) if key in old else "unset"
+        after = repr(new[key]) if key in new else "unset"
+        differing.append(f"{key} (source {before}, this run {after})")
+    return differing
+
+
+def check_compatible(
+    config: ExperimentConfig, config_data: Mapping[str, Any], source: SourceRun
+) -> None:
+    """The model and tokenizer configs must be the source run's, key by key."""
+    model = section_differences(
+        "model",
+        source.config.get("model", {}),
+        config_data["model"],
+        defaults=_section_defaults(config.model, "model"),
+    )
+    if model:
+        raise ConfigError(
+            f"{source.run_dir} was trained with another [model]; its weights fit only the same "
+            f"model. These keys differ: {', '.join(model)}; use the source run's [model] table",
+            key_path=KEY_PATH,
+        )
+    path_keys = frozenset(
+        f"tokenizer.{field.name}"
+        for field in attrs.fields(type(config.tokenizer))
+        if field.metadata.get(PATH_METADATA_KEY)
+    )
+    tokenizer = section_differences(
+        "tokenizer",
+        source.config.get("tokenizer", {}),
+        config_data["tokenizer"],
+        defaults=_section_defaults(config.tokenizer, "tokenizer"),
+        ignore=path_keys,
+    )
+    if tokenizer:
+        unused = f" ({', '.join(sorted(path_keys))} may differ: unused)" if path_keys else ""
+        raise ConfigError(
+            f"this run reuses the tokenizer of {source.run_dir} ({source.tokenizer_file.name}), "
+            f"so [tokenizer] must be that run's; these keys differ: {', '.join(tokenizer)}; use "
+            f"the source run's [tokenizer] table{unused}",
+            key_path=KEY_PATH,
+        )
+
+
+def source_run(config: ExperimentConfig, config_data: Mapping[str, Any]) -> SourceRun | None:
+    """The run ``run.init_from`` names, read and checked against ``config`` (``None`` when the
+    key is unset). ``config_data`` is ``config`` as plain data (``experiment_to_data``)."""
+    if config.run.init_from is None:
+        return None
+    source = read_source_run(config.run.init_from)
+    if config.run.run_name is not None:
+        own = Path(config.run.artifacts_root) / config.run.run_name
+        if own.resolve() == source.run_dir.resolve():
+            raise ConfigError(
+                f"{source.run_dir} is this run's own directory; continue it with --resume, or "
+                "choose another run.run_name",
+                key_path=KEY_PATH,
+            )
+    check_compatible(config, config_data, source)
+    return source
+
+
+# -- the weights -----------------------------------------------------------------------------
+
+
+def load_source_weights(model: Any, source: SourceRun, seq_len: int) -> str:
+    """Copy the source run's weights into ``model`` (bit for bit); return a log sentence.
+
+    A parameter that is missing, unexpected or of another shape is an error naming it.
+    """
+    import torch
+
+    from baseline.runs.checkpoint import load_latest_checkpoint
+
+    step = None
+    if source.from_checkpoint:
+        found = load_latest_checkpoint(list(source.checkpoints))
+        if found is None:  # deleted since the source was read
+            raise DataError(f"{source.weights}: not found; run.init_from needs its weights")
+        path, checkpoint = found
+        state, step = checkpoint["model"], checkpoint.get("step")
+    else:
+        path = source.weights
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:
+            raise DataError(
+                f"{path}: cannot load the weights of run.init_from ({type(error).__name__})"
+            ) from None
+    current = model.state_dict()
+    problems = [f"{key} missing" for key in sorted(set(current) - set(state))]
+    problems += [f"{key} unexpected" for key in sorted(set(state) - set(current))]
+    problems += [
+        f"{key} {tuple(state[key].shape)} in the source, {tuple(value.shape)} here"
+        for key, value in current.items()
+        if key in state and tuple(state[key].shape) != tuple(value.shape)
+    ]
+    if problems:
+        source_seq_len = source.config.get("train", {}).get("seq_len")
+        hint = (
+            f"; train.seq_len is {source_seq_len} in the source and {seq_len} here"
+            if source_seq_len is not None and source_seq_len != seq_len
+            else ""
+        )
+        raise ConfigError(
+            f"the weights in {path} do not fit this model: {'; '.join(problems[:5])}"
+            + (f" (and {len(problems) - 5} more)" if len(problems) > 5 else "")
+            + hint,
+            key_path=KEY_PATH,
+        )
+    model.load_state_dict(state)
+    at = f" (step {step})" if step is not None else ""
+    return f"model: weights loaded from {path}{at} (run.init_from); the optimizer starts fresh"

@@ -1,0 +1,270 @@
+"""``baseline eval``: loss, perplexity and bits per byte of a finished run on any text.
+
+The run's own tokenizer and model (:func:`baseline.tools.inference.load_run`) score the text the way
+the trainer scores its validation split: the text is cut into segments at the run's segment
+delimiter (``end_of_segment_text``; whitespace-only segments are dropped, as ``local_text``
+does), tokenized into one stream with an end-of-segment token after each segment
+(:func:`baseline.data.tokens.build_token_stream`), and read in non-overlapping windows of the run's
+``seq_len`` (:class:`baseline.data.windows.EvalWindows`). ``loss`` is the mean cross-entropy in nats
+per scored token and ``bpb`` is ``loss / ln 2 * tokens / bytes``, where ``tokens`` counts every
+token of the stream (end-of-segment tokens included) and ``bytes`` the UTF-8 bytes of the
+segments plus, for each end-of-segment token, the bytes of the delimiter it stands for: the
+definition of ``val_bpb``. The validation segments of a run, written to a file joined by its
+delimiter, therefore score the run's final ``val_loss`` and ``val_bpb``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from baseline.errors import ConfigError, DataError
+from baseline.runs.artifacts import INFERENCE_CONFIG_FILENAME, RUN_CONFIG_FILENAME
+
+__all__ = ["EvalResult", "check_run_dir", "evaluate_run", "read_text_segments"]
+
+#: Bytes inspected for NUL characters to tell binary files from text (as ``local_text``).
+_BINARY_SNIFF_BYTES = 8192
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+@attrs.frozen(kw_only=True)
+class EvalResult:
+    """The figures of one evaluation and what they were measured on."""
+
+    run_dir: str
+    #: The text file, or the experiment file whose ``[dataset]`` was read.
+    data: str
+    segments: int
+    #: Tokens of the stream, end-of-segment tokens included (the bits-per-byte numerator).
+    tokens: int
+    #: UTF-8 bytes of the segments plus the delimiter bytes (the bits-per-byte denominator).
+    bytes: int
+    windows: int
+    #: Targets scored: ``windows * seq_len``.
+    scored_tokens: int
+    seq_len: int
+    device: str
+    loss: float
+    perplexity: float
+    bpb: float
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain data for ``--json``."""
+        return attrs.asdict(self)
+
+    def render(self) -> str:
+        """Two lines for a person."""
+        return (
+            f"{self.run_dir} on {self.data}: loss {self.loss:.4f}  perplexity "
+            f"{self.perplexity:.4f}  bits/byte {self.bpb:.4f}\n"
+            f"  {self.segments:,} segments, {self.tokens:,} tokens, {self.bytes:,} bytes; "
+            f"{self.windows:,} windows of {self.seq_len} tokens on {self.device}"
+        )
+
+
+def check_run_dir(run_dir: str | Path) -> Path:
+    """A finished run directory, or a :class:`DataError` saying what is missing."""
+    path = Path(run_dir)
+    if not path.exists():
+        raise DataError(f"{path}: no such run directory")
+    if not path.is_dir():
+        raise DataError(f"{path}: not a directory; give a run directory")
+    info_path = path / INFERENCE_CONFIG_FILENAME
+    if not info_path.is_file():
+        if (path / RUN_CONFIG_FILENAME).is_file():
+            raise DataError(
+                f"{path}: the run has no final model ({INFERENCE_CONFIG_FILENAME} is missing: it "
+                "did not finish); finish it with --resume, or evaluate a finished run"
+            )
+        raise DataError(f"{path}: not a run directory (no {INFERENCE_CONFIG_FILENAME})")
+    try:
+        info = json.loads(info_path.read_text(encoding="utf-8"))
+        weights = path / str(info["model"]["file"])
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise DataError(f"{info_path}: unreadable ({type(error).__name__})") from None
+    if not weights.is_file():
+        raise DataError(f"{path}: the run has no final model ({weights.name} is missing)")
+    return path
+
+
+def read_text_segments(path: str | Path, delimiter: str) -> list[str]:
+    """The non-blank segments of a UTF-8 file cut at ``delimiter`` (the whole text when it is
+    empty); a missing, unreadable, binary, non-UTF-8 or blank file is a :class:`DataError`."""
+    file = Path(path)
+    try:
+        raw = file.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{file}: file not found") from None
+    except IsADirectoryError:
+        raise DataError(f"{file}: is a directory; give a text file") from None
+    except OSError as error:
+        raise DataError(f"{file}: cannot read ({error.strerror})") from None
+    if b"\x00" in raw[:_BINARY_SNIFF_BYTES]:
+        raise DataError(f"{file}: looks like a binary file, not text")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise DataError(
+            f"{file}: is not valid UTF-8 (byte {error.start}); convert it, e.g. "
+            "iconv -f latin1 -t utf-8"
+        ) from None
+    pieces = text.split(delimiter) if delimiter else [text]
+    segments = [piece for piece in pieces if piece.strip()]
+    if not segments:
+        raise DataError(f"{file}: is empty or whitespace only; give a text to evaluate on")
+    return segments
+
+
+def _dataset_segments(experiment: str | Path) -> tuple[Iterable[str], str]:
+    """The segments (lazily) and the delimiter of an experiment file's ``[dataset]`` (the
+    rest of the file is not read)."""
+    from baseline.data.preparation import segment_delimiter
+    from baseline.experiment.loading import read_toml, resolve_paths, structure
+    from baseline.plugins.discovery import default_plugins
+
+    table = read_toml(experiment).get("dataset")
+    if not isinstance(table, dict) or not isinstance(table.get("name"), str):
+        raise ConfigError("needs a [dataset] table with a name", key_path="dataset")
+    component = default_plugins().registry.get("dataset", table["name"])
+    fields = {key: value for key, value in table.items() if key != "name"}
+    dataset_config = structure(fields, component.config_cls, "dataset")
+    dataset_config = resolve_paths(dataset_config, Path(experiment).resolve().parent)
+    adapter = component.create(dataset_config)
+    return _checked(adapter.segments()), segment_delimiter(adapter, component.name)
+
+
+def _checked(segments: Iterable[str]) -> Iterator[str]:
+    for segment in segments:
+        if not isinstance(segment, str):
+            raise DataError(f"the dataset yielded a {type(segment).__name__}, not text")
+        yield segment
+
+
+def _run_settings(run_dir: Path) -> tuple[int | None, str]:
+    """The run's validation batch size and precision (``run_config.json``), if recorded."""
+    try:
+        config = json.loads((run_dir / RUN_CONFIG_FILENAME).read_text(encoding="utf-8"))
+        train = config["config"]["train"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None, "auto"
+    batch = train.get("eval_batch_size") or train.get("batch_size")
+    return (int(batch) if batch else None), str(train.get("precision", "auto"))
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    *,
+    data: str | Path | None = None,
+    dataset: str | Path | None = None,
+    device: str = "auto",
+    batch_size: int | None = None,
+) -> EvalResult:
+    """Score the finished run in ``run_dir`` on the text file ``data`` (cut at the run's
+    delimiter) or on every segment of the ``[dataset]`` of the experiment file ``dataset``."""
+    if (data is None) == (dataset is None):
+        raise ConfigError("give exactly one of a text file and an experiment's dataset")
+    if device not in DEVICES:
+        raise ConfigError(
+            f"must be one of {', '.join(DEVICES)}, got {device!r}", key_path="--device"
+        )
+    if batch_size is not None and batch_size < 1:
+        raise ConfigError(f"must be >= 1, got {batch_size}", key_path="--batch-size")
+    run_path = check_run_dir(run_dir)
+    info = json.loads((run_path / INFERENCE_CONFIG_FILENAME).read_text(encoding="utf-8"))
+    delimiter = str(info.get("end_of_segment_text", ""))
+    label = str(data)
+    segments: Iterable[str] = ()
+    if data is not None:  # read (and refuse) the text before loading torch and the model
+        segments = read_text_segments(data, delimiter)
+
+    from baseline.tools.inference import load_run
+    from baseline.train.trainer import select_device
+
+    try:
+        target = select_device(device)
+    except ConfigError as error:
+        raise ConfigError(error.message, key_path="--device") from None
+    run = load_run(run_path)
+    saved_batch, precision = _run_settings(run_path)
+    try:
+        if dataset is not None:  # its segments are read while they are tokenized
+            segments, delimiter = _dataset_segments(dataset)
+            label = f"[dataset] of {dataset}"
+        with tempfile.TemporaryDirectory(prefix="baseline-eval-") as scratch:
+            return _score(
+                run,
+                segments,
+                delimiter,
+                run_dir=str(run_dir),
+                label=label,
+                device=target,
+                batch_size=batch_size or saved_batch or 32,
+                precision=precision,
+                scratch=Path(scratch),
+            )
+    except ConfigError as error:  # the experiment's [dataset]: name the file
+        raise (error.with_source(str(dataset)) if dataset is not None else error) from None
+
+
+def _score(
+    run: Any,
+    segments: Iterable[str],
+    delimiter: str,
+    *,
+    run_dir: str,
+    label: str,
+    device: Any,
+    batch_size: int,
+    precision: str,
+    scratch: Path,
+) -> EvalResult:
+    import contextlib
+
+    import torch
+
+    from baseline.data.tokens import build_token_stream
+    from baseline.data.windows import EvalWindows, window_loss_sum
+
+    target = device
+    stream = build_token_stream(segments, run.tokenizer, scratch)
+    tokens = len(stream.tokens)
+    text_bytes = int(stream.byte_counts.sum()) + stream.num_segments * len(
+        delimiter.encode("utf-8")
+    )
+    windows = EvalWindows(stream.tokens, [(0, tokens)], seq_len=run.seq_len, batch_size=batch_size)
+    if not windows.num_windows:
+        raise DataError(
+            f"{label}: {tokens:,} tokens, fewer than one window of seq_len + 1 = "
+            f"{run.seq_len + 1} tokens; give a longer text"
+        )
+    model = run.model.to(target)
+    model.eval()
+
+    def autocast() -> contextlib.AbstractContextManager[Any]:
+        if precision == "bf16" or (precision == "auto" and target.type == "cuda"):
+            return torch.autocast(target.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    total, count = window_loss_sum(model, windows, target, autocast)
+    loss = total.item() / count
+    return EvalResult(
+        run_dir=run_dir,
+        data=label,
+        segments=stream.num_segments,
+        tokens=tokens,
+        bytes=text_bytes,
+        windows=windows.num_windows,
+        scored_tokens=count,
+        seq_len=run.seq_len,
+        device=str(target),
+        loss=loss,
+        perplexity=math.exp(min(loss, 50.0)),
+        bpb=loss / math.log(2) * tokens / max(1, text_bytes),
+    )
