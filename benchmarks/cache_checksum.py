@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from baseline.testing import RecordingTokenizer, RecordingTokenizerConfig
 from baseline.data.token_cache import load_or_build
 from baseline.data.tokens import META_FILENAME, file_digest, stream_damage
+from baseline.testing import RecordingTokenizer, RecordingTokenizerConfig
 
 CORPUS = Path(__file__).resolve().parents[1] / "data" / "tinyshakespeare.txt"
 

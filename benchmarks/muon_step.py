@@ -14,8 +14,8 @@ import tomllib
 import torch
 from _common import EXPERIMENT, machine, print_table
 
-from baseline.train.muon import BatchedMuon
 from baseline.config import TrainConfig
+from baseline.train.muon import BatchedMuon
 from baseline.train.optim import muon_parameters
 
 ROUNDS = 5

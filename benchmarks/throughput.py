@@ -16,11 +16,11 @@ import torch
 import torch.nn.functional as F
 from _common import EXPERIMENT, machine, print_table
 
+from baseline.data.windows import TrainWindows
 from baseline.experiment.loading import experiment_to_data, load_experiment
-from baseline.train.optim import build_optimizer
 from baseline.pipeline import model_pipeline, prepare_data, resolve_components, seed_everything
 from baseline.plugins.discovery import default_plugins
-from baseline.data.windows import TrainWindows
+from baseline.train.optim import build_optimizer
 
 STEPS = 120
 WARMUP_STEPS = 20

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from baseline.testing import RecordingTokenizer, RecordingTokenizerConfig
 from baseline.data.token_cache import load_or_build
 from baseline.data.tokens import stream_damage
+from baseline.testing import RecordingTokenizer, RecordingTokenizerConfig
 
 SEGMENTS = [f"segment {i} with some text, ünïcode 🙂" for i in range(50)]
 

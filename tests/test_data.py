@@ -8,10 +8,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from baseline.errors import DataError
-from baseline.plugins.protocols import SplitPlan
 from baseline.data.tokens import build_token_stream, check_split_plan, open_token_stream
 from baseline.data.windows import EvalWindows, TrainWindows, window_starts
+from baseline.errors import DataError
+from baseline.plugins.protocols import SplitPlan
 
 
 class CharTokenizer:

@@ -20,15 +20,15 @@ from hypothesis import strategies as st
 
 from baseline.cli import main
 from baseline.config import DIAGNOSTICS, DiagnosticsLoggerConfig, MetricsRequest, ModelConfig
-from baseline.metrics.diagnostics import LayerDiagnostics, entropy_bounds, mean_entropy
 from baseline.errors import ConfigError, PluginError
-from baseline.plugins.hookspecs import hookimpl
 from baseline.experiment.loading import experiment_from_data
+from baseline.experiment.validation import validate_experiment_config
+from baseline.metrics.diagnostics import LayerDiagnostics, entropy_bounds, mean_entropy
 from baseline.metrics.router import MetricsPlan, MetricsRouter, diagnostic_of
 from baseline.pipeline import model_pipeline
+from baseline.plugins.hookspecs import hookimpl
 from baseline.plugins.protocols import MetricRecord, RunInfo
 from baseline.testing import in_process_plugins, using_plugins
-from baseline.experiment.validation import validate_experiment_config
 from baseline_decoder import BaselineDecoder, BaselineDecoderConfig
 
 ALL_ON = {f"enable_{d}": True for d in DIAGNOSTICS}

@@ -14,11 +14,11 @@ import pytest
 from core_support import write_toml
 
 from baseline.cli import main
-from baseline.tools.evaluation import evaluate_run
 from baseline.experiment.loading import experiment_from_data
 from baseline.pipeline import RunResult, model_pipeline
 from baseline.plugins.discovery import default_plugins
 from baseline.testing import tiny_experiment_data
+from baseline.tools.evaluation import evaluate_run
 
 BIN = Path(sys.executable).parent
 

@@ -13,10 +13,10 @@ import torch
 
 from baseline.config import ModelConfig, TokenizerConfig
 from baseline.errors import ConfigError, DataError
-from baseline.tools.export import export_run
 from baseline.plugins.hookspecs import hookimpl
 from baseline.plugins.protocols import ExportInfo
 from baseline.testing import in_process_plugins
+from baseline.tools.export import export_run
 
 
 @attrs.frozen(kw_only=True)

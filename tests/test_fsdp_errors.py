@@ -14,12 +14,12 @@ import torch
 from core_support import write_toml
 from torch import nn
 
+from baseline.distributed.wrapping import fsdp_units
 from baseline.errors import ConfigError, PluginError
 from baseline.experiment.loading import experiment_from_data
-from baseline.distributed.wrapping import fsdp_units
+from baseline.experiment.validation import validate_experiment_config
 from baseline.pipeline import model_pipeline
 from baseline.plugins.registry import ComponentRegistry
-from baseline.experiment.validation import validate_experiment_config
 
 BIN = Path(sys.executable).parent
 

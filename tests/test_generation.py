@@ -15,10 +15,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from baseline.errors import ConfigError
-from baseline.tools.generation import SamplingOptions, filter_logits, generate
-from baseline.tools.inference import load_run
 from baseline.experiment.loading import experiment_from_data
 from baseline.pipeline import model_pipeline
+from baseline.tools.generation import SamplingOptions, filter_logits, generate
+from baseline.tools.inference import load_run
 
 BIN = Path(sys.executable).parent
 

@@ -24,11 +24,11 @@ from hypothesis import strategies as st
 pytest.importorskip("baseline_text")
 pytest.importorskip("baseline_holdout")
 
-from baseline.plugins.components import Components
 from baseline.data.preparation import prepare_data
 from baseline.errors import ConfigError
 from baseline.experiment.loading import experiment_from_data
 from baseline.pipeline import model_pipeline
+from baseline.plugins.components import Components
 from baseline.testing import (
     RecordingTokenizer,
     RecordingTokenizerConfig,

@@ -13,14 +13,14 @@ import pytest
 import torch
 
 import baseline.train.trainer
-from baseline.errors import ConfigError
 from baseline.data.lineage import weights_record_path
-from baseline.runs.source_run import load_source_weights, read_source_run
+from baseline.errors import ConfigError
 from baseline.experiment.loading import experiment_from_data
+from baseline.experiment.validation import validate_experiment_config
 from baseline.pipeline import RunResult, model_pipeline
 from baseline.plugins.registry import ComponentRegistry
+from baseline.runs.source_run import load_source_weights, read_source_run
 from baseline.testing import SAMPLE_TEXTS, tiny_experiment_data
-from baseline.experiment.validation import validate_experiment_config
 
 VOCAB_SIZE = 302  # the tiny experiment's bpe: 300 learned ids and 2 special ones
 

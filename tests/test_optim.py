@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from baseline.train.muon import BatchedMuon
 from baseline.config import TrainConfig
+from baseline.train.muon import BatchedMuon
 from baseline.train.optim import OptimizerGroup, build_optimizer, muon_parameters
 
 pytest.importorskip("baseline_decoder")

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from baseline.errors import ConfigError, RunDirectoryError
-from baseline.tools.inference import load_run
 from baseline.experiment.loading import experiment_from_data
 from baseline.pipeline import model_pipeline
 from baseline.plugins.registry import ComponentRegistry
+from baseline.tools.inference import load_run
 
 
 def run(registry: ComponentRegistry, data: dict[str, Any]):  # type: ignore[no-untyped-def]

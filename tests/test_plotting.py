@@ -13,8 +13,8 @@ from baseline.cli import main
 from baseline.errors import DataError
 from baseline.experiment.loading import experiment_from_data
 from baseline.pipeline import model_pipeline
-from baseline.runs.plots import INSTALL_HINT, build_figure, metric_series
 from baseline.plugins.discovery import default_plugins
+from baseline.runs.plots import INSTALL_HINT, build_figure, metric_series
 from baseline.testing import tiny_experiment_data
 
 

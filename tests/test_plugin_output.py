@@ -15,10 +15,10 @@ from core_support import write_toml
 from baseline.cli import main
 from baseline.config import ModelConfig
 from baseline.errors import PluginError
-from baseline.plugins.hookspecs import hookimpl
 from baseline.experiment.loading import experiment_from_data
 from baseline.pipeline import model_pipeline
 from baseline.plugins.discovery import PluginSource, build_plugin_set
+from baseline.plugins.hookspecs import hookimpl
 from baseline.testing import (
     RecordingTokenizer,
     RecordingTokenizerConfig,

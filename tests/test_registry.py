@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 
 from baseline.config import DatasetConfig, LoggerConfig
 from baseline.errors import ConfigError, PluginError
-from baseline.plugins.hookspecs import hookimpl
 from baseline.plugins.discovery import PluginSource, build_plugin_set, discover
+from baseline.plugins.hookspecs import hookimpl
 from baseline.plugins.registry import Component, ComponentRegistry
 from baseline.testing import in_process_plugins
 

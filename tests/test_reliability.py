@@ -19,9 +19,9 @@ from core_support import write_toml
 
 from baseline.config import LoggerConfig, ModelConfig
 from baseline.errors import ConfigError, DataError, RunInterrupted, TrainingError
-from baseline.plugins.hookspecs import hookimpl
 from baseline.experiment.loading import experiment_from_data
 from baseline.pipeline import model_pipeline
+from baseline.plugins.hookspecs import hookimpl
 from baseline.plugins.protocols import MetricRecord, RunInfo
 from baseline.testing import using_plugins
 

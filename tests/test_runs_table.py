@@ -18,10 +18,10 @@ import pytest
 from core_support import write_toml
 
 from baseline.cli import main
-from baseline.runs.locks import run_lock_path
 from baseline.experiment.loading import experiment_from_data
 from baseline.pipeline import model_pipeline
 from baseline.plugins.discovery import default_plugins
+from baseline.runs.locks import run_lock_path
 from baseline.runs.table import (
     COLUMNS,
     RECENT_S,

@@ -8,11 +8,11 @@ from typing import Any
 import attrs
 import pytest
 
+from baseline.config.requirements import check_requirements
 from baseline.errors import ConfigError
 from baseline.experiment.loading import experiment_from_data
-from baseline.plugins.registry import ComponentRegistry
-from baseline.config.requirements import check_requirements
 from baseline.experiment.validation import validate_experiment_config
+from baseline.plugins.registry import ComponentRegistry
 
 
 def validation_error(registry: ComponentRegistry, data: dict[str, Any]) -> str:

@@ -239,8 +239,8 @@ def check_tokenizer_adapter(
 ) -> TokenizerAdapter:
     """``make()`` returns a fresh adapter. Fit, round trip ``texts``, save and reload.
 
-    ``fit`` gets ``training_texts`` with a :class:`~baseline.plugins.protocols.FitSource` saying they
-    are all training segments of one (fingerprint-less) dataset. Checks ids are within
+    ``fit`` gets ``training_texts`` with a :class:`~baseline.plugins.protocols.FitSource`
+    saying they are all training segments of one (fingerprint-less) dataset. Checks ids are within
     ``vocab_size``, ``decode(encode(t)) == t``, the end-of-segment id is valid, and a
     tokenizer loaded from :meth:`save`'s file encodes identically.
     """

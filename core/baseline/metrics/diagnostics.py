@@ -1,9 +1,10 @@
 """Layer-wise training diagnostics: activation norms, norm-layer gradient norms, attention entropy.
 
-Each is measured on the first, middle and last layer of a :class:`~baseline.plugins.protocols.LayeredModel`
-and only on the steps a logger's cadence selects. Activation norms and attention entropy come
-from a separate forward pass without gradients and in eval mode (no dropout, no RNG draws), so
-turning them on changes neither the training step nor its reproducibility.
+Each is measured on the first, middle and last layer of a
+:class:`~baseline.plugins.protocols.LayeredModel` and only on the steps a logger's cadence
+selects. Activation norms and attention entropy come from a separate forward pass without
+gradients and in eval mode (no dropout, no RNG draws), so turning them on changes neither the
+training step nor its reproducibility.
 """
 
 from __future__ import annotations
@@ -74,7 +75,8 @@ class LayerDiagnostics:
             raise PluginError(
                 f"{model_name} was asked for attention entropy but its module "
                 f"{type(model).__name__} has no attention_probabilities() method; turn "
-                "enable_attention_entropy off or implement baseline.plugins.protocols.AttentionProbe"
+                "enable_attention_entropy off or implement "
+                "baseline.plugins.protocols.AttentionProbe"
             )
 
     def _eval_forward(self, run: Callable[[], Any]) -> Any:

@@ -2,8 +2,8 @@
 
 The core knows no Hugging Face format: the conversion belongs to the plugins that own the
 run's model and tokenizer, through their adapters' optional ``export_hf`` methods (see
-:class:`baseline.plugins.protocols.ExportInfo`). The core checks the destination, gives both adapters
-one fresh temporary directory beside it, checks that the expected files were written, and
+:class:`baseline.plugins.protocols.ExportInfo`). The core checks the destination, gives both
+adapters one fresh temporary directory beside it, checks that the expected files were written, and
 renames it into place, so a failure leaves nothing half-written and a refused destination
 untouched.
 """

@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import baseline_bpe
-from baseline.errors import ConfigError, DataError
 from baseline.data.fit_record import fit_record_path
+from baseline.errors import ConfigError, DataError
 from baseline.plugins.protocols import FitSource
 from baseline.testing import SAMPLE_TEXTS, check_tokenizer_adapter, in_process_plugins
 from baseline_bpe import BPETokenizerConfig

@@ -19,10 +19,10 @@ pytest.importorskip("baseline_holdout")
 from hf_sources import SOURCE_KINDS, Source
 
 from baseline.experiment.loading import experiment_from_data, load_experiment
+from baseline.experiment.validation import validate_experiment_config
 from baseline.pipeline import model_pipeline
 from baseline.plugins.discovery import default_plugins
 from baseline.testing import tiny_experiment_data
-from baseline.experiment.validation import validate_experiment_config
 from baseline_hf_datasets import HFTextDatasetConfig
 from baseline_hf_datasets.dataset import HFTextDataset
 

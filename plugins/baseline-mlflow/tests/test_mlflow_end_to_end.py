@@ -29,13 +29,13 @@ from mlflow_store import MlflowRun, read_run, run_ids, seed_default_store
 from baseline.cli import run_main
 from baseline.config import LoggerConfig
 from baseline.errors import RunInterrupted
-from baseline.plugins.hookspecs import hookimpl
 from baseline.experiment.loading import experiment_from_data, load_experiment
+from baseline.experiment.validation import validate_experiment_config
 from baseline.pipeline import model_pipeline
 from baseline.plugins.discovery import default_plugins
+from baseline.plugins.hookspecs import hookimpl
 from baseline.plugins.protocols import MetricRecord, RunInfo
 from baseline.testing import tiny_experiment_data, using_plugins
-from baseline.experiment.validation import validate_experiment_config
 from baseline_mlflow import RUN_ID_FILENAME, MlflowConfig
 from baseline_mlflow.logger import flatten_config
 

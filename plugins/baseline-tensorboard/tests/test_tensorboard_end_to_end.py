@@ -26,13 +26,13 @@ from tensorboard_events import TensorBoardRun, read_events
 
 from baseline.cli import run_main
 from baseline.config import LoggerConfig
-from baseline.plugins.hookspecs import hookimpl
 from baseline.experiment.loading import experiment_from_data, load_experiment
+from baseline.experiment.validation import validate_experiment_config
 from baseline.pipeline import model_pipeline
 from baseline.plugins.discovery import default_plugins
+from baseline.plugins.hookspecs import hookimpl
 from baseline.plugins.protocols import MetricRecord, RunInfo
 from baseline.testing import tiny_experiment_data, using_plugins
-from baseline.experiment.validation import validate_experiment_config
 from baseline_tensorboard import TensorBoardConfig
 from baseline_tensorboard.logger import TOKENS_SUBDIR, flatten_config
 

@@ -11,11 +11,11 @@ import pytest
 from hf_support import TINY_LLAMA, hf_experiment_data, make_tokenizer_dir
 
 from baseline.errors import BaselineError, ConfigError
-from baseline.tools.export import export_run
 from baseline.experiment.loading import experiment_from_data
+from baseline.experiment.validation import validate_experiment_config
 from baseline.pipeline import model_pipeline
 from baseline.plugins.discovery import default_plugins
-from baseline.experiment.validation import validate_experiment_config
+from baseline.tools.export import export_run
 
 BASELINE = [sys.executable, "-m", "baseline.cli"]
 

@@ -12,13 +12,13 @@ import torch
 pytest.importorskip("baseline_decoder")
 pytest.importorskip("baseline_bpe")
 
-from baseline.tools.export import export_run
-from baseline.tools.generation import SamplingOptions, generate
-from baseline.tools.inference import load_run
 from baseline.experiment.loading import experiment_from_data
 from baseline.pipeline import model_pipeline
 from baseline.plugins.discovery import default_plugins
 from baseline.testing import tiny_experiment_data
+from baseline.tools.export import export_run
+from baseline.tools.generation import SamplingOptions, generate
+from baseline.tools.inference import load_run
 
 #: Short enough that prompt + 50 new tokens fit in seq_len (GPT-2 has only that many positions).
 PROMPT = "To be"

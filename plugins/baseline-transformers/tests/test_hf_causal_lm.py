@@ -16,15 +16,15 @@ from hf_support import hf_experiment_data, make_tokenizer_dir, save_tiny_llama
 
 from baseline.config import LoggerConfig
 from baseline.errors import RunInterrupted
-from baseline.tools.export import export_run
-from baseline.tools.generation import SamplingOptions, generate
-from baseline.plugins.hookspecs import hookimpl
-from baseline.tools.inference import LoadedRun, load_run
 from baseline.experiment.loading import experiment_from_data
 from baseline.pipeline import model_pipeline
 from baseline.plugins.discovery import default_plugins
+from baseline.plugins.hookspecs import hookimpl
 from baseline.plugins.protocols import MetricRecord, RunInfo
 from baseline.testing import using_plugins
+from baseline.tools.export import export_run
+from baseline.tools.generation import SamplingOptions, generate
+from baseline.tools.inference import LoadedRun, load_run
 
 TEXT = "To be, or not to be, that is the question 7"
 

@@ -32,14 +32,14 @@ from wandb_transaction_log import WandbRun, read_run, read_runs
 from baseline.cli import main, run_main
 from baseline.config import LoggerConfig, ModelConfig
 from baseline.errors import ConfigError, RunInterrupted
-from baseline.plugins.hookspecs import hookimpl
 from baseline.experiment.loading import experiment_from_data, experiment_to_data, load_experiment
+from baseline.experiment.validation import validate_experiment_config
 from baseline.metrics.router import LAYER_POSITIONS
 from baseline.pipeline import model_pipeline
 from baseline.plugins.discovery import default_plugins
+from baseline.plugins.hookspecs import hookimpl
 from baseline.plugins.protocols import MetricRecord, RunInfo
 from baseline.testing import tiny_experiment_data, using_plugins
-from baseline.experiment.validation import validate_experiment_config
 from baseline_wandb import RUN_ID_FILENAME, WandbMetricsConfig
 
 REPO = Path(__file__).resolve().parents[3]

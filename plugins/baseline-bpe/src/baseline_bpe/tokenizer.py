@@ -10,11 +10,11 @@ from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from baseline.runs.artifacts import atomic_write_text
-from baseline.errors import ConfigError, DataError
-from baseline.runs.locks import waiting_lock
 from baseline.data.fit_record import check_fit_record, write_fit_record
+from baseline.errors import ConfigError, DataError
 from baseline.plugins.protocols import ExportInfo, FitSource
+from baseline.runs.artifacts import atomic_write_text
+from baseline.runs.locks import waiting_lock
 from baseline_bpe.config import BPETokenizerConfig
 
 RUN_DIR_FILENAME = "tokenizer.json"

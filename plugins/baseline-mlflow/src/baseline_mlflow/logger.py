@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-from baseline.runs.artifacts import atomic_write_text
 from baseline.errors import BaselineError, ConfigError, PluginError
 from baseline.plugins.protocols import MetricRecord, RunInfo
+from baseline.runs.artifacts import atomic_write_text
 from baseline_mlflow.config import MlflowConfig
 
 if TYPE_CHECKING:

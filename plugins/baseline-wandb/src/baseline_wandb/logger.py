@@ -13,9 +13,9 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from baseline.runs.artifacts import atomic_write_text
 from baseline.errors import BaselineError, ConfigError, PluginError
 from baseline.plugins.protocols import MetricRecord, RunInfo
+from baseline.runs.artifacts import atomic_write_text
 from baseline_wandb.config import WandbMetricsConfig
 
 if TYPE_CHECKING:
