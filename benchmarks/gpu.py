@@ -50,7 +50,7 @@ def worker(args: argparse.Namespace) -> None:
     from torch.nn.parallel import DistributedDataParallel
 
     from baseline.distributed.wrapping import full_tensor, shard_model
-    from baseline.train.trainer import peak_flops
+    from baseline.train.device import peak_flops
     from baseline_decoder import BaselineDecoderConfig
     from baseline_decoder.model import DecoderModel
 

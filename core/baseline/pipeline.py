@@ -26,7 +26,7 @@ from baseline.experiment.validation import logger_settings, validate_experiment_
 from baseline.metrics.router import MetricsPlan, MetricsRouter
 from baseline.plugins.components import Components, resolve_components
 from baseline.plugins.discovery import PluginSet, default_plugins
-from baseline.plugins.protocols import LoggerSession, MetricRecord, RunInfo
+from baseline.plugins.protocols import LoggerSession, MetricRecord, RunInfo, TokenizerAdapter
 from baseline.plugins.registry import ComponentRegistry
 from baseline.plugins.versions import environment_versions
 from baseline.runs import artifacts
@@ -36,6 +36,7 @@ from baseline.runs.source_run import SourceRun, load_source_weights, source_run
 
 if TYPE_CHECKING:
     from baseline.train.trainer import Trainer
+    from baseline.train.validator import Sampler
 
 log = logging.getLogger("baseline")
 
@@ -287,8 +288,43 @@ def _prepare_training(
             log.info("run.init_from: not applied, the run resumes from its own checkpoint")
         else:
             log.info("%s", load_source_weights(model, init, config.train.seq_len))
-    trainer = Trainer(config, model, components.tokenizer, data, run_dir, config_data, dist, plan)
+    sampler = validation_sampler(config, components.tokenizer, data)
+    trainer = Trainer(
+        config, model, components.tokenizer, data, run_dir, config_data, dist, plan, sampler
+    )
     return data, trainer, config_data, init
+
+
+def validation_sampler(
+    config: ExperimentConfig, tokenizer: TokenizerAdapter, data: PreparedData
+) -> Sampler | None:
+    """``logging.samples_per_validation`` texts from the model being trained, generated with a
+    private generator seeded by the step (sampling never disturbs the training RNG)."""
+    count = config.logging.samples_per_validation
+    if not count:
+        return None
+    from baseline.tools.generation import SamplingOptions, generate
+    from baseline.tools.inference import LoadedRun
+
+    def sample(model: Any, step: int) -> list[str]:
+        run = LoadedRun(
+            model,
+            tokenizer,
+            config.train.seq_len,
+            tokenizer.end_of_segment_id,
+            {},
+            data.end_of_segment_text,
+        )
+        options = SamplingOptions(
+            max_new_tokens=config.logging.sample_tokens,
+            temperature=0.8,
+            top_k=50,
+            seed=config.run.seed * 1_000_003 + step,
+            num_samples=count,
+        )
+        return generate(run, "", options)
+
+    return sample
 
 
 def metrics_plan(config: ExperimentConfig, registry: ComponentRegistry) -> MetricsPlan:

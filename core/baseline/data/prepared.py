@@ -5,6 +5,8 @@ from __future__ import annotations
 import attrs
 import numpy as np
 
+from baseline.config import TrainConfig
+from baseline.data.windows import EvalWindows, TrainWindows
 from baseline.plugins.protocols import FitSource
 
 TokenRange = tuple[int, int]
@@ -38,3 +40,28 @@ class PreparedData:
     def tokens_per_byte(self) -> float:
         """Validation tokens per validation byte: turns nats per token into bits per byte."""
         return self.validation_tokens / max(1, self.validation_bytes)
+
+    def windows(
+        self, train: TrainConfig, *, seed: int, rank: int, world_size: int
+    ) -> tuple[TrainWindows, EvalWindows]:
+        """This rank's training and validation windows under ``[train]``'s settings."""
+        train_windows = TrainWindows(
+            self.tokens,
+            self.train_ranges,
+            seq_len=train.seq_len,
+            stride=train.effective_stride,
+            batch_size=train.batch_size,
+            data_fraction=train.data_fraction,
+            seed=seed,
+            rank=rank,
+            world_size=world_size,
+        )
+        eval_windows = EvalWindows(
+            self.tokens,
+            self.validation_ranges,
+            seq_len=train.seq_len,
+            batch_size=train.effective_eval_batch_size,
+            rank=rank,
+            world_size=world_size,
+        )
+        return train_windows, eval_windows

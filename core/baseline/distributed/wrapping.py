@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from baseline.errors import PluginError
 
@@ -138,3 +139,35 @@ __all__ = [
     "sharded_modules",
     "unsharded",
 ]
+
+
+def wrap_for_training(
+    model: nn.Module,
+    *,
+    parallelism: str,
+    distributed: bool,
+    precision: str,
+    device: torch.device,
+    reshard_after_forward: bool,
+    compile_model: bool,
+    model_name: str,
+) -> tuple[nn.Module, nn.Module, DistributedDataParallel | None]:
+    """``(model, train_model, ddp)``: the model (FSDP2 shards under ``parallelism = "fsdp"``,
+    else the module itself), the module the training forward calls (DDP's wrapper when
+    ``distributed``; ``torch.compile``d when asked) and the DDP wrapper, if any."""
+    ddp: DistributedDataParallel | None = None
+    train_model = model
+    if parallelism == "fsdp":
+        model = train_model = shard_model(
+            model,
+            precision=precision,
+            device=device,
+            reshard_after_forward=reshard_after_forward,
+            model_name=model_name,
+        )
+    elif distributed:
+        device_ids = [device.index] if device.type == "cuda" else None
+        ddp = train_model = DistributedDataParallel(model, device_ids=device_ids)
+    if compile_model:  # only the training forward; state dicts come from the plain module
+        train_model = torch.compile(train_model)  # type: ignore[assignment]
+    return model, train_model, ddp

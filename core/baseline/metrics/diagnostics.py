@@ -142,6 +142,23 @@ class LayerDiagnostics:
                     values[f"ln_{kind}_grad_norm_{position}"] = float(total.item())
         return values
 
+    def before_update(
+        self, due: frozenset[str], batch: torch.Tensor, caps: tuple[int, int]
+    ) -> dict[str, float]:
+        """The forward-pass diagnostics ``due`` at this step (activation norms, attention
+        entropy with ``caps`` = (heads, tokens)) of a step's first micro-batch (inputs and
+        targets), measured before the update: the weights this step's forward uses."""
+        values: dict[str, float] = {}
+        if not due & {"activation_norms", "attention_entropy"}:
+            return values
+        device = next(iter(self.model.parameters())).device
+        inputs = batch[:, :-1].to(device, non_blocking=True)
+        if "activation_norms" in due:
+            values.update(self.activation_norms(inputs))
+        if "attention_entropy" in due:
+            values.update(self.attention_entropy(inputs, *caps))
+        return values
+
     def attention_entropy(
         self, inputs: torch.Tensor, head_cap: int, token_cap: int
     ) -> dict[str, float]:

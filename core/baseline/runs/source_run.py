@@ -30,6 +30,7 @@ from typing import Any
 import attrs
 
 from baseline.config import PATH_METADATA_KEY, ExperimentConfig
+from baseline.config.diff import describe_differences, differing_keys, field_defaults
 from baseline.errors import ConfigError, DataError
 from baseline.runs.artifacts import INFERENCE_CONFIG_FILENAME, RUN_CONFIG_FILENAME
 
@@ -143,25 +144,6 @@ def read_source_run(init_from: str | Path) -> SourceRun:
     return SourceRun(run_dir, config, weights, from_checkpoint, checkpoints, tokenizer_file)
 
 
-def _flatten(data: Mapping[str, Any], prefix: str) -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in data.items():
-        if isinstance(value, Mapping):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
-def _section_defaults(section_config: Any, section: str) -> dict[str, Any]:
-    """``section.key`` -> the plain default of each field (for keys older runs lack)."""
-    defaults: dict[str, Any] = {}
-    for field in attrs.fields(type(section_config)):
-        if field.default is not attrs.NOTHING and not isinstance(field.default, attrs.Factory):  # type: ignore[arg-type]
-            defaults[f"{section}.{field.name}"] = field.default
-    return defaults
-
-
 def section_differences(
     section: str,
     source: Mapping[str, Any],
@@ -170,23 +152,10 @@ def section_differences(
     defaults: Mapping[str, Any],
     ignore: frozenset[str] = frozenset(),
 ) -> list[str]:
-    """``key (source X, this run Y)`` for each key of ``section`` whose values differ.
-
-    A key the source lacks (written before the option existed) matches a current value equal
-    to the option's default. Keys in ``ignore`` (``section.key``) are not compared.
-    """
-    old, new = _flatten(source, f"{section}."), _flatten(current, f"{section}.")
-    for key, value in defaults.items():
-        if key not in old and new.get(key) == value:
-            old[key] = value
-    differing = []
-    for key in sorted(set(old) | set(new)):
-        if key in ignore or old.get(key) == new.get(key):
-            continue
-        before = repr(old[key]) if key in old else "unset"
-        after = repr(new[key]) if key in new else "unset"
-        differing.append(f"{key} (source {before}, this run {after})")
-    return differing
+    """``key (source X, this run Y)`` for each key of ``section`` whose values differ."""
+    old, new = {section: source}, {section: current}
+    keys = differing_keys(old, new, defaults=defaults, ignore=ignore)
+    return describe_differences(old, new, keys, old_name="source", defaults=defaults)
 
 
 def check_compatible(
@@ -197,7 +166,7 @@ def check_compatible(
         "model",
         source.config.get("model", {}),
         config_data["model"],
-        defaults=_section_defaults(config.model, "model"),
+        defaults=field_defaults(config.model, "model"),
     )
     if model:
         raise ConfigError(
@@ -214,7 +183,7 @@ def check_compatible(
         "tokenizer",
         source.config.get("tokenizer", {}),
         config_data["tokenizer"],
-        defaults=_section_defaults(config.tokenizer, "tokenizer"),
+        defaults=field_defaults(config.tokenizer, "tokenizer"),
         ignore=path_keys,
     )
     if tokenizer:

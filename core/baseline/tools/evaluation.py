@@ -185,7 +185,7 @@ def evaluate_run(
         segments = read_text_segments(data, delimiter)
 
     from baseline.tools.inference import load_run
-    from baseline.train.trainer import select_device
+    from baseline.train.device import select_device
 
     try:
         target = select_device(device)
