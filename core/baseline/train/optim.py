@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from baseline.config import TrainConfig
+from baseline.errors import ConfigError
 from baseline.train.muon import BatchedMuon
 
 _NO_DECAY_MODULES = (torch.nn.Embedding, torch.nn.LayerNorm, torch.nn.RMSNorm)
@@ -50,17 +51,39 @@ class OptimizerGroup:
         if not isinstance(saved, list) or len(saved) != len(self.optimizers):
             raise ValueError("the checkpoint's optimizer state is not this optimizer's")
         for optimizer, optimizer_state in zip(self.optimizers, saved, strict=True):
-            optimizer.load_state_dict(optimizer_state)
+            optimizer.load_state_dict(_without_empty_groups(optimizer_state, optimizer))
+
+
+def _without_empty_groups(state: dict[str, Any], optimizer: torch.optim.Optimizer) -> Any:
+    """A state saved before empty parameter groups were left out, without its empty groups
+    (so that checkpoints of earlier versions resume)."""
+    groups = state.get("param_groups")
+    if not isinstance(groups, list) or len(groups) == len(optimizer.param_groups):
+        return state
+    return {**state, "param_groups": [group for group in groups if group.get("params")]}
+
+
+def _output_features(module: torch.nn.Module) -> int | None:
+    """Output width of a matrix layer: ``nn.Linear``, or a ``Conv1D`` (GPT-2's transposed
+    linear layer in transformers, weight ``(in, out)``, width ``nf``); ``None`` otherwise."""
+    if isinstance(module, torch.nn.Linear):
+        return module.out_features
+    if type(module).__name__ == "Conv1D" and isinstance(getattr(module, "nf", None), int):
+        return int(module.nf)
+    return None
 
 
 def muon_parameters(model: torch.nn.Module, vocab_size: int) -> list[torch.nn.Parameter]:
-    """The hidden weight matrices: 2-D weights of ``Linear`` layers, except an output layer
-    (``out_features == vocab_size``). Embeddings, norms and biases are left to AdamW."""
+    """The hidden weight matrices: 2-D weights of ``Linear`` (and transformers ``Conv1D``)
+    layers, except an output layer (``out_features == vocab_size``). Embeddings, norms and
+    biases are left to AdamW. Newton-Schulz orthogonalises a matrix and its transpose alike,
+    so a ``Conv1D``'s ``(in, out)`` weight is taken as it is."""
     chosen: list[torch.nn.Parameter] = []
     for module in model.modules():
-        if not isinstance(module, torch.nn.Linear) or module.out_features == vocab_size:
+        width = _output_features(module)
+        if width is None or width == vocab_size:
             continue
-        weight = module.weight
+        weight = getattr(module, "weight", None)
         if isinstance(weight, torch.nn.Parameter) and weight.ndim == 2 and weight.requires_grad:
             chosen.append(weight)
     embedding_ids = {
@@ -83,6 +106,12 @@ def build_optimizer(
     if train.optimizer == "adamw":
         return _adamw(model, train, exclude=set())
     muon_params = muon_parameters(model, vocab_size if vocab_size is not None else -1)
+    if not muon_params:
+        raise ConfigError(
+            f"the model ({type(model).__name__}) has no hidden weight matrices (nn.Linear or "
+            'Conv1D layers) for Muon; set train.optimizer = "adamw"',
+            key_path="train.optimizer",
+        )
     muon = BatchedMuon(
         muon_params,
         lr=train.learning_rate,
@@ -108,9 +137,12 @@ def _adamw(model: torch.nn.Module, train: TrainConfig, exclude: set[int]) -> tor
             continue
         seen.add(id(parameter))
         (plain_params if id(parameter) in no_decay else decay_params).append(parameter)
+    # An empty group is left out: DCP's optimizer state dict (FSDP checkpoints) refuses a
+    # parameter group without parameters when several optimizers are stepped together.
     groups = [
-        {"params": decay_params, "weight_decay": train.weight_decay},
-        {"params": plain_params, "weight_decay": 0.0},
+        {"params": params, "weight_decay": decay}
+        for params, decay in ((decay_params, train.weight_decay), (plain_params, 0.0))
+        if params
     ]
     return torch.optim.AdamW(
         groups,

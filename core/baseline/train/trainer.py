@@ -289,7 +289,7 @@ class Trainer:
             # Agreed after logging: a signal that arrives while this step is logged stops the
             # run at this step, on every rank.
             if self.agreement.any(stop_request.signum is not None):
-                self._check_finite(step_loss.item())
+                self._check_finite(self.agreement.mean(step_loss))
                 self.save_checkpoint()
                 raise RunInterrupted(
                     f"stopped by {stop_request.name or 'SIGTERM'} at step {state.step}; "
@@ -298,7 +298,7 @@ class Trainer:
                 )
             every = self.config.run.checkpoint_every_n_steps
             if every and state.step % every == 0:
-                self._check_finite(step_loss.item())
+                self._check_finite(self.agreement.mean(step_loss))
                 self.save_checkpoint()
         self.save_checkpoint()
         self.checkpoints.record_ranks(self.model)
