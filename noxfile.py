@@ -1,4 +1,5 @@
-"""Developer sessions: ``nox -s tests`` (the whole suite), ``plugin``, ``lint``, ``demo``.
+"""Developer sessions: ``nox -s tests`` (the whole suite), ``plugin``, ``lint``, ``demo``,
+``hf_compat`` (``baseline export`` under the newest transformers 4.x and 5.x).
 
 torch is pinned to 2.13.0 through ``constraints.txt`` so that pip installs the local CPU
 wheel instead of resolving a newer CUDA build.
@@ -102,6 +103,39 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run("mypy")
+
+
+#: The transformers releases an export must load in: the newest of each supported major version.
+HF_COMPAT_TRANSFORMERS = [
+    nox.param("transformers>=4.56,<5", id="transformers4"),
+    nox.param("transformers>=5,<6", id="transformers5"),
+]
+#: The export round trips (logits, greedy generation, tokenizer ids) of every decoder variant
+#: and every shipped experiment file.
+HF_COMPAT_TESTS = ["plugins/baseline-transformers/tests/test_export_decoder.py"]
+
+
+@nox.session(python="3.11")
+@nox.parametrize("transformers", HF_COMPAT_TRANSFORMERS)
+def hf_compat(session: nox.Session, transformers: str) -> None:
+    """`baseline export` round trips under one major version of transformers."""
+    _install_torch_first(session)
+    plugins = [*STANDARD_PLUGINS, "baseline-transformers"]
+    editable = [arg for plugin in plugins for arg in ("-e", f"plugins/{plugin}")]
+    session.install(*CONSTRAINTS, "-e", ".", *editable, transformers, *TEST_TOOLS)
+    session.run(
+        "python",
+        "-c",
+        "import torch, transformers; print(torch.__version__, transformers.__version__)",
+    )
+    session.run(
+        "pytest",
+        HYPOTHESIS_SEED,
+        *(session.posargs or HF_COMPAT_TESTS),
+        "-p",
+        "no:cacheprovider",
+        env=OFFLINE_ENV,
+    )
 
 
 @nox.session(python="3.11")

@@ -17,8 +17,9 @@ import torch.nn.functional as F
 from _common import EXPERIMENT, machine, print_table
 
 from baseline.data.windows import TrainWindows
-from baseline.experiment.loading import experiment_to_data, load_experiment
-from baseline.pipeline import model_pipeline, prepare_data, resolve_components, seed_everything
+from baseline.experiment.loading import load_experiment
+from baseline.experiment.validation import validate_experiment_config
+from baseline.pipeline import model_pipeline, prepare_data, seed_everything
 from baseline.plugins.discovery import default_plugins
 from baseline.train.optim import build_optimizer
 
@@ -55,9 +56,10 @@ def bare_rate(workdir: Path) -> float:
     config = load_experiment(
         EXPERIMENT, registry, [f"run.artifacts_root={json.dumps(str(workdir))}"]
     )
+    resolved = validate_experiment_config(config, registry)
     seed_everything(config.run.seed)
-    components = resolve_components(config, registry)
-    data = prepare_data(config, components, experiment_to_data(config, registry))
+    components = resolved.build_components()
+    data = prepare_data(config, components, dict(resolved.config_data))
     train = config.train
     windows = TrainWindows(
         data.tokens,

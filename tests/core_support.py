@@ -9,6 +9,23 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+def validation_text(data: dict[str, Any]) -> bytes:
+    """The validation segments of an experiment's ``local_text`` dataset and ``holdout`` split
+    joined by the dataset's delimiter: ``baseline eval`` of this text scores ``val_loss``."""
+    import numpy as np
+
+    from baseline.experiment.loading import experiment_from_data
+    from baseline.plugins.discovery import default_plugins
+
+    registry = default_plugins().registry
+    config = experiment_from_data(data, registry)
+    dataset = registry.get("dataset", "local_text").create(config.dataset)
+    segments = list(dataset.segments())
+    sizes = np.array([len(s.encode("utf-8")) for s in segments], dtype=np.int64)
+    plan = registry.get("split", "holdout").create(config.split).split(sizes)
+    return dataset.segment_delimiter.join(segments[i] for i in plan.validation).encode("utf-8")
+
+
 def write_toml(path: Path, data: dict[str, Any]) -> Path:
     """Serialize plain experiment data as TOML (enough of TOML for experiment files)."""
     lines: list[str] = []

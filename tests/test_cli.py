@@ -99,7 +99,7 @@ def test_bad_override(tmp_path: Path, tiny_data: dict[str, Any]) -> None:
     )
     assert_one_line_error(
         cli("validate", "exp.toml", "--set", "train.epochs=0", cwd=tmp_path),
-        "exp.toml: train.epochs: must be >= 1, got 0",
+        "--set: train.epochs: must be >= 1, got 0",  # the override's value, not the file's
     )
 
 

@@ -132,8 +132,10 @@ def test_bad_inputs_are_one_line_each(
     unfinished = tmp_path / "unfinished"
     shutil.copytree(result.run_dir, unfinished)
     (unfinished / "inference_config.json").unlink()
+    for checkpoint in unfinished.glob("baseline_checkpoint*"):
+        checkpoint.unlink()
     one_line_error(
-        capsys, ["eval", str(unfinished), "--data", corpus], "the run has no final model"
+        capsys, ["eval", str(unfinished), "--data", corpus], "the run has no weights: no final"
     )
     (tmp_path / "not-a-run").mkdir()
     one_line_error(

@@ -16,7 +16,7 @@ from baseline.errors import ConfigError, DataError
 from baseline.plugins.hookspecs import hookimpl
 from baseline.plugins.protocols import ExportInfo
 from baseline.testing import in_process_plugins
-from baseline.tools.export import export_run
+from baseline.tools.export import EXPORT_MARKER, export_run
 
 
 @attrs.frozen(kw_only=True)
@@ -123,16 +123,46 @@ def test_export_writes_through_the_adapters_and_renames(tmp_path: Path, plugins:
 def test_an_existing_out_dir_needs_overwrite(tmp_path: Path, plugins: Any) -> None:
     run_dir = make_run(tmp_path / "run")
     out = tmp_path / "out"
-    out.mkdir()
-    (out / "old.txt").write_text("old")
+    export_run(run_dir, out, plugins=plugins)
+    (out / "config.json").write_text("stale")
     with pytest.raises(ConfigError, match="exists and is not empty; choose another OUT_DIR"):
         export_run(run_dir, out, plugins=plugins)
-    assert (out / "old.txt").read_text() == "old"
-    export_run(run_dir, out, plugins=plugins, overwrite=True)
-    assert not (out / "old.txt").exists() and (out / "config.json").is_file()
+    assert (out / "config.json").read_text() == "stale"
+    export_run(run_dir, out, plugins=plugins, overwrite=True)  # a previous export: replaced
+    assert json.loads((out / "config.json").read_text()) == {"eos": 256}
+    assert json.loads((out / EXPORT_MARKER).read_text())["run_dir"] == str(run_dir.resolve())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "run"]
     (tmp_path / "empty").mkdir()
     export_run(run_dir, tmp_path / "empty", plugins=plugins)  # an empty directory is fine
+
+
+def test_overwrite_replaces_only_a_previous_export(tmp_path: Path, plugins: Any) -> None:
+    run_dir = make_run(tmp_path / "run")
+    out = tmp_path / "notes"
+    out.mkdir()
+    (out / "thesis.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="is not a previous export") as raised:
+        export_run(run_dir, out, plugins=plugins, overwrite=True)
+    assert raised.value.exit_code == 2 and "\n" not in str(raised.value)
+    assert (out / "thesis.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("target", ["runs", ".", "runs/y"])
+def test_export_never_deletes_the_run_or_a_directory_above_it(
+    tmp_path: Path, plugins: Any, target: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reported loss: ``baseline export runs/y runs --overwrite`` deleted runs/y and runs/z."""
+    from baseline.cli import main
+
+    run_y, run_z = make_run(tmp_path / "runs" / "y"), make_run(tmp_path / "runs" / "z")
+    before = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match="being exported") as raised:
+        export_run(run_y, Path(target), plugins=plugins, overwrite=True)
+    assert "replacing it would delete the run" in str(raised.value)
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == before
+    assert (run_z / "inference_config.json").is_file()
+    assert main(["export", "runs/y", target, "--overwrite"]) == 2  # the command, too
 
 
 @pytest.mark.parametrize(
@@ -166,12 +196,14 @@ def test_runs_without_final_model(tmp_path: Path, plugins: Any) -> None:
     unfinished = tmp_path / "unfinished"
     unfinished.mkdir()
     (unfinished / "baseline_checkpoint.pt").write_bytes(b"")
-    with pytest.raises(DataError, match="training did not finish; resume it"):
+    with pytest.raises(DataError, match=r"not a run directory \(no run_config.json\)"):
         export_run(unfinished, tmp_path / "out", plugins=plugins)
-    with pytest.raises(DataError, match="not a directory"):
+    with pytest.raises(DataError, match="no such run directory"):
         export_run(tmp_path / "nowhere", tmp_path / "out", plugins=plugins)
     run_dir = make_run(tmp_path / "run")
     (run_dir / "baseline_model.pt").unlink()
-    with pytest.raises(DataError, match=r"has no final model \(baseline_model.pt not found\)"):
+    with pytest.raises(
+        DataError, match=r"the run has no weights: no final model \(baseline_model.pt\) and no"
+    ):
         export_run(run_dir, tmp_path / "out", plugins=plugins)
     assert not (tmp_path / "out").exists()

@@ -16,14 +16,17 @@ import socket
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-from core_support import write_toml
+from core_support import validation_text, write_toml
 
+from baseline.runs.source_run import load_source_weights, read_source_run
 from baseline.testing import tiny_experiment_data
+from baseline.tools.inference import load_run
 
 BIN = Path(sys.executable).parent
 #: Steps of the reference runs (the tiny experiment has 11 steps per epoch at batch 8).
@@ -182,7 +185,7 @@ def test_fsdp_with_muon_matches_ddp(workdir: Path) -> None:
     )
 
 
-def _interrupt(workdir: Path, name: str) -> int:
+def _interrupt(workdir: Path, name: str, *args: str) -> int:
     """Start a long FSDP run, SIGTERM torchrun after its first step; the step it stopped at."""
     process = subprocess.Popen(
         [
@@ -193,6 +196,7 @@ def _interrupt(workdir: Path, name: str) -> int:
             f"run.run_name={name}",
             "--set",
             "train.max_steps=100000",
+            *args,
             "--nproc",
             "2",
         ],
@@ -236,6 +240,62 @@ def test_sigterm_resume_is_exact_and_resumes_under_one_process(workdir: Path) ->
     assert_identical_runs(runs / "halves", runs / "straight")
     # 2 -> 1 process: the same global batches, resharded model and optimizer state.
     assert_close_runs(runs / "to_one", runs / "straight")
+
+
+def baseline_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN / "baseline"), *args], env=_env(), capture_output=True, text=True, timeout=300
+    )
+
+
+def test_the_tools_use_the_sharded_checkpoint_of_a_stopped_fsdp_run(workdir: Path) -> None:
+    """``baseline runs``, ``eval``, ``sample``, ``export`` and ``run.init_from`` on an FSDP run
+    stopped by SIGTERM: its newest DCP checkpoint, loaded in one process."""
+    # Validation every step: the checkpoint's step has a logged val_loss to compare with.
+    step = _interrupt(workdir, "stopped", "--set", "logging.console.val_every_n_steps=1")
+    run_dir = workdir / "runs" / "stopped"
+    assert (run_dir / "baseline_checkpoint.dcp" / ".metadata").is_file()
+    assert not list(run_dir.glob("*.pt"))
+    note = f"using the checkpoint at step {step} (the run did not finish)"
+
+    listed = baseline_cli("runs", str(run_dir), "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert [row["state"] for row in json.loads(listed.stdout)] == ["interrupted"]
+
+    text = workdir / "validation.txt"
+    text.write_bytes(validation_text(tomllib.loads((workdir / "exp.toml").read_text())))
+    evaluated = baseline_cli("eval", str(run_dir), "--data", str(text), "--json")
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert note in evaluated.stderr
+    figures = json.loads(evaluated.stdout)
+    [logged] = [m for m in metrics(run_dir) if m["phase"] == "validation" and m["step"] == step]
+    assert figures["checkpoint_step"] == step
+    assert figures["loss"] == pytest.approx(logged["val_loss"], abs=1e-4)
+
+    sampled = baseline_cli("sample", str(run_dir), "--max-new-tokens", "3", "--seed", "1")
+    assert sampled.returncode == 0, sampled.stderr
+    assert sampled.stderr.strip() == f"{run_dir}: {note}"
+
+    run = load_run(run_dir)
+    source = read_source_run(run_dir)
+    assert source.from_checkpoint and source.weights == run_dir / "baseline_checkpoint.dcp"
+    fresh = run.model_adapter.build(run.inference_config["vocab_size"], run.seq_len)
+    assert note in load_source_weights(fresh, source, run.seq_len)
+    expected = run.model.state_dict()
+    assert all(torch.equal(value, expected[key]) for key, value in fresh.state_dict().items())
+
+    pytest.importorskip("transformers")
+    from transformers import AutoModelForCausalLM
+
+    exported = baseline_cli("export", str(run_dir), str(workdir / "stopped-hf"))
+    assert exported.returncode == 0, exported.stderr
+    assert note in exported.stderr
+    hf = AutoModelForCausalLM.from_pretrained(
+        workdir / "stopped-hf", local_files_only=True, dtype=torch.float32
+    )
+    tokens = torch.tensor([run.tokenizer.encode_batch(["ROMEO: " * 8])[0][: run.seq_len]])
+    with torch.no_grad():
+        torch.testing.assert_close(hf.eval()(tokens).logits, run.model(tokens), atol=1e-5, rtol=0)
 
 
 def test_kill_during_a_dcp_save_leaves_the_previous_checkpoint(

@@ -116,7 +116,7 @@ def test_sample_command(trained_run: Path, tmp_path: Path) -> None:
 def test_sample_errors_are_one_line(tmp_path: Path, trained_run: Path) -> None:
     missing = sample(str(tmp_path))
     assert missing.returncode == 2 and "Traceback" not in missing.stderr
-    assert "inference_config.json: not found" in missing.stderr
+    assert "not a run directory (no run_config.json)" in missing.stderr
     bad = sample(str(trained_run), "--top-p", "2")
     assert (
         bad.returncode == 2 and bad.stderr.strip() == "error: --top-p: must be in (0, 1], got 2.0"

@@ -214,7 +214,7 @@ def test_an_unfinished_source_gives_its_newest_checkpoint(
     message = load_source_weights(model, found, 16)
     checkpoint = torch.load(unfinished / "baseline_checkpoint.pt", weights_only=True)
     assert same_weights(model.state_dict(), checkpoint["model"])
-    assert f"(step {checkpoint['step']})" in message
+    assert f"using the checkpoint at step {checkpoint['step']} (the run did not finish)" in message
 
     other = registry.get("model", "baseline_decoder").create(config.model).build(VOCAB_SIZE, 24)
     with pytest.raises(ConfigError, match=r"do not fit this model: .*train.seq_len is 16"):

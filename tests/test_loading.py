@@ -187,8 +187,8 @@ def test_overrides_apply_and_validate(
     )
     assert config.train.epochs == 5
     assert config.model.d_model == 64  # type: ignore[attr-defined]
-    with pytest.raises(ConfigError, match=r"exp.toml: train.epochs: must be >= 1, got 0"):
-        load_experiment(path, registry, ["train.epochs=0"])
+    with pytest.raises(ConfigError, match=r"^--set: train.epochs: must be >= 1, got 0"):
+        load_experiment(path, registry, ["train.epochs=0"])  # the override, not the file
     with pytest.raises(ConfigError, match="invalid override"):
         load_experiment(path, registry, ["train.epochs"])
     with pytest.raises(ConfigError, match=r"train\.epochs is not a table"):

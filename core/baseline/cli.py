@@ -11,10 +11,36 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from baseline.errors import BaselineError
 
+if TYPE_CHECKING:
+    from baseline.experiment.resolved import ResolvedExperiment
+
 DEBUG_ENV = "BASELINE_DEBUG"
+#: Words a user may type for a command (``baseline train``), suggested as the command.
+COMMAND_ALIASES = {"train": "run", "check": "validate", "generate": "sample", "evaluate": "eval"}
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors are one line (exit 2), and a mistyped choice gets a did-you-mean."""
+
+    def _check_value(self, action: argparse.Action, value: Any) -> None:
+        if action.choices is not None and value not in action.choices:
+            from baseline.plugins.registry import did_you_mean
+
+            command = isinstance(action, argparse._SubParsersAction)
+            choices = [str(choice) for choice in action.choices]
+            hint = did_you_mean(str(value), choices, COMMAND_ALIASES if command else {})
+            message = f"{'command' if command else 'value'} {value!r}{hint}"
+            message += f" Choose from: {', '.join(choices)}"
+            raise argparse.ArgumentError(None if command else action, f"unknown {message}")
+        super()._check_value(action, value)
+
+    def error(self, message: str) -> NoReturn:
+        _print_stderr_line(f"error: {self.prog}: {message} (see {self.prog} --help)")
+        raise SystemExit(2)
 
 
 def _add_experiment_arguments(parser: argparse.ArgumentParser) -> None:
@@ -65,7 +91,7 @@ def _add_inspection_commands(
     plot.add_argument(
         "--metric",
         default="val_bpb",
-        help="a key of metrics.jsonl: val_bpb (default), val_loss, train_loss, learning_rate, ...",
+        help="a key of the metrics: val_bpb (default), val_loss, train_loss, learning_rate, ...",
     )
     plot.add_argument(
         "--x",
@@ -85,9 +111,9 @@ def _add_inspection_commands(
 def _add_eval_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """``eval``: score a finished run on a text (its model and tokenizer; no experiment)."""
     evaluate = commands.add_parser(
-        "eval", help="loss, perplexity and bits/byte of a finished run on a text"
+        "eval", help="loss, perplexity and bits/byte of a trained run on a text"
     )
-    evaluate.add_argument("run_dir", metavar="RUN_DIR", help="a finished run directory")
+    evaluate.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (or a stopped one)")
     text = evaluate.add_mutually_exclusive_group(required=True)
     text.add_argument(
         "--data", metavar="FILE", help="a UTF-8 text, cut into segments at the run's delimiter"
@@ -106,7 +132,7 @@ def _add_eval_command(commands: argparse._SubParsersAction[argparse.ArgumentPars
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``baseline`` argument parser."""
-    parser = argparse.ArgumentParser(
+    parser: argparse.ArgumentParser = _Parser(
         prog="baseline",
         description="Train small language models from a TOML experiment file.",
     )
@@ -119,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_inspection_commands(commands)
     _add_eval_command(commands)
     sample = commands.add_parser("sample", help="generate text from a finished run")
-    sample.add_argument("run_dir", help="a run directory (holds inference_config.json)")
+    sample.add_argument("run_dir", help="a run directory (a stopped one: its newest checkpoint)")
     source = sample.add_mutually_exclusive_group()
     source.add_argument("--prompt", default="", help="text to continue (default: a new segment)")
     source.add_argument("--prompt-file", help="read the prompt from this UTF-8 file")
@@ -136,9 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
         "written as the dataset's delimiter, e.g. a blank line, and sampling goes on)",
     )
     export = commands.add_parser(
-        "export", help="write a finished run as a Hugging Face model and tokenizer directory"
+        "export", help="write a trained run as a Hugging Face model and tokenizer directory"
     )
-    export.add_argument("run_dir", metavar="RUN_DIR", help="a finished run directory")
+    export.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (or a stopped one)")
     export.add_argument("out_dir", metavar="OUT_DIR", help="the directory to write (created)")
     export.add_argument(
         "--format", dest="fmt", choices=("hf",), default="hf", help="hf: transformers (default)"
@@ -149,15 +175,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load(path: str, overrides: Sequence[str]):  # type: ignore[no-untyped-def]
+def _load(path: str, overrides: Sequence[str]) -> ResolvedExperiment:
+    """Load, validate and resolve an experiment file (its components looked up once)."""
     from baseline.experiment.loading import load_experiment
     from baseline.experiment.validation import validate_experiment_config
     from baseline.plugins.discovery import default_plugins
 
     registry = default_plugins().registry
     config = load_experiment(path, registry, overrides)
-    validate_experiment_config(config, registry, source=path)
-    return config
+    return validate_experiment_config(config, registry, source=path)
 
 
 def _print_stderr_line(text: str) -> None:
@@ -176,14 +202,15 @@ def _launch_torchrun(args: argparse.Namespace) -> int:
     if args.nproc < 1:
         _print_stderr_line("error: --nproc: must be >= 1")
         return 2
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
-    command += [f"--nproc_per_node={args.nproc}", "-m", "baseline.cli", "run", args.experiment]
+    from baseline.distributed.launch import torchrun_argv
+
+    command = ["run", args.experiment]
     for assignment in args.overrides:
         command += ["--set", assignment]
     command += [
         flag for flag, on in (("--resume", args.resume), ("--overwrite", args.overwrite)) if on
     ]
-    os.execv(sys.executable, command)
+    os.execv(sys.executable, torchrun_argv(args.nproc, command))
     return 0  # not reached
 
 
@@ -196,46 +223,25 @@ def command_run(args: argparse.Namespace) -> int:
         overrides.append("run.resume_from_checkpoint=true")
     if args.overwrite:
         overrides.append("run.overwrite=true")
-    config = _load(args.experiment, overrides)
+    resolved = _load(args.experiment, overrides)
     from baseline.pipeline import model_pipeline
 
-    model_pipeline(config, source=args.experiment)
+    model_pipeline(resolved, source=args.experiment)
     return 0
 
 
 def command_validate(args: argparse.Namespace) -> int:
     """Load and validate the experiment; print a summary."""
-    config = _load(args.experiment, args.overrides)
-    from baseline.plugins.discovery import default_plugins
-
-    registry = default_plugins().registry
-    names = {
-        section: registry.name_of(section, getattr(config, section))
-        for section in ("dataset", "tokenizer", "model", "split")
-    }
-    summary = ", ".join(f"{k}={v}" for k, v in names.items())
-    print(f"{args.experiment}: valid ({summary}, logging={'+'.join(config.logging.provider)})")
+    print(f"{args.experiment}: valid ({_load(args.experiment, args.overrides).summary()})")
     return 0
 
 
 def command_plugins(_args: argparse.Namespace) -> int:
     """List installed plugins, their components and load failures."""
-    from rich.console import Console
-    from rich.table import Table
-
     from baseline.plugins.discovery import default_plugins
+    from baseline.plugins.listing import print_plugins
 
-    plugin_set = default_plugins()
-    table = Table(title="baseline plugins")
-    for column in ("distribution", "version", "entry point", "components"):
-        table.add_column(column)
-    for info in sorted(plugin_set.plugins, key=lambda i: (i.distribution, i.entry_point)):
-        components = ", ".join(f"{kind} {name}" for kind, name in info.components) or "-"
-        table.add_row(info.distribution, info.version, info.entry_point, components)
-    console = Console()
-    console.print(table)
-    for failure in plugin_set.failures:
-        console.print(f"[red]failed:[/red] {failure.describe()}", highlight=False)
+    print_plugins(default_plugins())
     return 0
 
 
@@ -374,27 +380,17 @@ def _execute(handler: Callable[[argparse.Namespace], int], args: argparse.Namesp
         return 1
 
 
-def _finish_worker(code: int) -> int:
-    """Under torchrun, leave without interpreter teardown: destroying gloo's threads during
-    teardown can abort a finished worker (``terminate called without an active exception``)."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-    return code
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``baseline``."""
+    from baseline.distributed.launch import finish_worker
+
     args = build_parser().parse_args(argv)
-    return _finish_worker(_execute(COMMANDS[args.command], args))
+    return finish_worker(_execute(COMMANDS[args.command], args))
 
 
 def run_main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``baseline-run`` (the same as ``baseline run``)."""
-    parser = argparse.ArgumentParser(
-        prog="baseline-run", description="Train an experiment end to end."
-    )
+    parser = _Parser(prog="baseline-run", description="Train an experiment end to end.")
     _add_run_arguments(parser)
     return _execute(command_run, parser.parse_args(argv))
 

@@ -21,13 +21,14 @@ from baseline.data.preparation import prepare_data
 from baseline.data.prepared import PreparedData
 from baseline.distributed.context import DistributedContext, init_distributed
 from baseline.errors import BaselineError, ConfigError
-from baseline.experiment.loading import experiment_to_data, unstructure_config
-from baseline.experiment.validation import logger_settings, validate_experiment_config
+from baseline.experiment.loading import unstructure_config
+from baseline.experiment.resolved import ResolvedExperiment
+from baseline.experiment.validation import validate_experiment_config
 from baseline.metrics.router import MetricsPlan, MetricsRouter
-from baseline.plugins.components import Components, resolve_components
+from baseline.plugins.calls import plugin_call
+from baseline.plugins.components import Components
 from baseline.plugins.discovery import PluginSet, default_plugins
 from baseline.plugins.protocols import LoggerSession, MetricRecord, RunInfo, TokenizerAdapter
-from baseline.plugins.registry import ComponentRegistry
 from baseline.plugins.versions import environment_versions
 from baseline.runs import artifacts
 from baseline.runs.locks import run_directory_lock
@@ -66,17 +67,17 @@ def seed_everything(seed: int) -> None:
 
 
 def model_pipeline(
-    config: ExperimentConfig,
+    config: ExperimentConfig | ResolvedExperiment,
     *,
     plugins: PluginSet | None = None,
     source: str | None = None,
 ) -> RunResult:
     """Run an experiment end to end and return where its artifacts are.
 
-    Validates ``config``, resolves its components from the installed plugins (or
-    ``plugins``), prepares the data, trains, evaluates, checkpoints and writes
-    ``run_config.json``, ``inference_config.json``, ``metrics.jsonl``, the checkpoint and
-    the final model into ``<artifacts_root>/<run_name>/``.
+    Validates ``config`` and resolves its components from the installed plugins (or
+    ``plugins``), unless it is a :class:`ResolvedExperiment` already, prepares the data,
+    trains, evaluates, checkpoints and writes ``run_config.json``, ``inference_config.json``,
+    ``metrics.jsonl``, the checkpoint and the final model into ``<artifacts_root>/<run_name>/``.
     """
     try:
         return _run_pipeline(config, plugins)
@@ -84,12 +85,18 @@ def model_pipeline(
         raise (error.with_source(source) if source else error) from None
 
 
-def _run_pipeline(config: ExperimentConfig, plugins: PluginSet | None) -> RunResult:
+def _run_pipeline(
+    experiment: ExperimentConfig | ResolvedExperiment, plugins: PluginSet | None
+) -> RunResult:
     _ensure_log_handler()
     plugin_set = plugins if plugins is not None else default_plugins()
-    registry = plugin_set.registry
-    validate_experiment_config(config, registry)
-    components = resolve_components(config, registry)
+    resolved = (
+        experiment
+        if isinstance(experiment, ResolvedExperiment)
+        else validate_experiment_config(experiment, plugin_set.registry)
+    )
+    config = resolved.config
+    components = resolved.build_components()
     import torch
 
     # train.num_threads applies to this run only: a caller's later runs in the same process
@@ -97,7 +104,7 @@ def _run_pipeline(config: ExperimentConfig, plugins: PluginSet | None) -> RunRes
     threads = torch.get_num_threads()
     dist = init_distributed(config.train.device, config.train.parallelism)
     try:
-        result = _run_distributed(config, plugin_set, components, dist)
+        result = _run_distributed(resolved, plugin_set, components, dist)
         dist.barrier()  # no rank tears down while another still communicates
         return result
     finally:
@@ -106,12 +113,13 @@ def _run_pipeline(config: ExperimentConfig, plugins: PluginSet | None) -> RunRes
 
 
 def _run_distributed(
-    config: ExperimentConfig,
+    resolved: ResolvedExperiment,
     plugin_set: PluginSet,
     components: Components,
     dist: DistributedContext,
 ) -> RunResult:
     """The run itself, on one rank of the job (the only rank without torchrun)."""
+    config = resolved.config
     if not dist.is_main:
         log.setLevel(logging.WARNING)  # rank 0 reports progress for the job
 
@@ -120,7 +128,7 @@ def _run_distributed(
     with contextlib.ExitStack() as held:
         # Rank 0 holds the run directory's lock until the run ends (baseline.runs.locks).
         dist.on_main(lambda: held.enter_context(run_directory_lock(run_dir)))
-        return _run_in_directory(config, plugin_set, components, dist, run_name, run_dir)
+        return _run_in_directory(resolved, plugin_set, components, dist, run_name, run_dir)
 
 
 def run_name_of(config: ExperimentConfig) -> str:
@@ -133,7 +141,7 @@ def run_name_of(config: ExperimentConfig) -> str:
 
 
 def _run_in_directory(
-    config: ExperimentConfig,
+    resolved: ResolvedExperiment,
     plugin_set: PluginSet,
     components: Components,
     dist: DistributedContext,
@@ -141,7 +149,7 @@ def _run_in_directory(
     run_dir: Path,
 ) -> RunResult:
     """The run, in its run directory (locked by rank 0)."""
-    registry = plugin_set.registry
+    config = resolved.config
     created = not run_dir.exists()
     dist.on_main(
         lambda: artifacts.prepare_run_directory(
@@ -149,9 +157,7 @@ def _run_in_directory(
         )
     )
     try:
-        data, trainer, config_data, init = _prepare_training(
-            config, components, registry, run_dir, dist
-        )
+        data, trainer, config_data, init = _prepare_training(resolved, components, run_dir, dist)
     except BaseException:
         # A run that failed before writing anything leaves no empty directory behind.
         if dist.is_main and created and run_dir.is_dir() and not any(run_dir.iterdir()):
@@ -159,7 +165,8 @@ def _run_in_directory(
         raise
     tokenizer_file = ""
     if dist.is_main:
-        tokenizer_file = components.tokenizer.save(run_dir)
+        with plugin_call(resolved.tokenizer.label):
+            tokenizer_file = components.tokenizer.save(run_dir)
         if data.fit_source is not None:  # what the weights learn from (and started from)
             write_weights_record(run_dir, data.fit_source, init)
         artifacts.atomic_write_json(
@@ -199,7 +206,7 @@ def _run_in_directory(
     sessions: dict[str, LoggerSession] = {}
     try:
         # Every rank learns whether the loggers started (rank 0 starts them).
-        dist.on_main(lambda: sessions.update(_start_loggers(config, registry, run_info)))
+        dist.on_main(lambda: sessions.update(_start_loggers(resolved, run_info)))
     except BaseException:
         # Nothing was trained yet: a directory this run created would only block the retry.
         if dist.is_main and created and not config.run.resume_from_checkpoint:
@@ -238,7 +245,7 @@ def _run_in_directory(
         if dist.is_main:
             artifacts.atomic_write_json(
                 run_dir / artifacts.INFERENCE_CONFIG_FILENAME,
-                _inference_config(config, registry, components, tokenizer_file, data),
+                _inference_config(resolved, components, tokenizer_file, data),
             )
         exit_code = 0
     except KeyboardInterrupt:
@@ -257,9 +264,8 @@ def _run_in_directory(
 
 
 def _prepare_training(
-    config: ExperimentConfig,
+    resolved: ResolvedExperiment,
     components: Components,
-    registry: ComponentRegistry,
     run_dir: Path,
     dist: DistributedContext,
 ) -> tuple[PreparedData, Trainer, dict[str, Any], SourceRun | None]:
@@ -268,29 +274,41 @@ def _prepare_training(
     With ``run.init_from`` the tokenizer is the source run's and the built model gets the
     source run's weights before the trainer wraps it, unless a resumed checkpoint wins.
     """
+    config = resolved.config
     seed_everything(config.run.seed)
-    config_data = experiment_to_data(config, registry)
+    config_data = dict(resolved.config_data)
     init = source_run(config, config_data)
     prepared: list[PreparedData] = []
     dist.on_main(lambda: prepared.append(prepare_data(config, components, config_data, init)))
     data = prepared[0] if prepared else prepare_data(config, components, config_data, init)
 
-    from baseline.runs.checkpoint import checkpoint_paths
+    from baseline.runs.layout import RunDirectory
+    from baseline.train.torch_floor import check_torch
+
+    check_torch()  # before the trainer's modules import what an older torch lacks
     from baseline.train.trainer import Trainer  # torch is imported only once training starts
 
-    plan = metrics_plan(config, registry)
-    model = components.model.build(components.tokenizer.vocab_size, config.train.seq_len)
+    plan = metrics_plan(resolved)
+    with plugin_call(resolved.model.label):
+        model = components.model.build(components.tokenizer.vocab_size, config.train.seq_len)
     if init is not None:
-        own_checkpoints = checkpoint_paths(
-            run_dir, config.run.checkpoint_filename, config.run.keep_last_checkpoints
-        )
-        if config.run.resume_from_checkpoint and any(p.exists() for p in own_checkpoints):
+        own_checkpoint = RunDirectory.of(run_dir, config.run).newest_checkpoint()  # either kind
+        if config.run.resume_from_checkpoint and own_checkpoint is not None:
             log.info("run.init_from: not applied, the run resumes from its own checkpoint")
         else:
             log.info("%s", load_source_weights(model, init, config.train.seq_len))
     sampler = validation_sampler(config, components.tokenizer, data)
     trainer = Trainer(
-        config, model, components.tokenizer, data, run_dir, config_data, dist, plan, sampler
+        config,
+        model,
+        components.tokenizer,
+        data,
+        run_dir,
+        config_data,
+        dist,
+        plan,
+        sampler,
+        model_label=resolved.model.label,
     )
     return data, trainer, config_data, init
 
@@ -327,23 +345,16 @@ def validation_sampler(
     return sample
 
 
-def metrics_plan(config: ExperimentConfig, registry: ComponentRegistry) -> MetricsPlan:
+def metrics_plan(resolved: ResolvedExperiment) -> MetricsPlan:
     """What the trainer computes for the enabled loggers, and when."""
-    requests = {
-        provider: settings.metrics_request(config.logging)
-        for provider, settings in logger_settings(config, registry).items()
-    }
-    return MetricsPlan(requests, config.logging.log_every_n_steps)
+    return MetricsPlan(resolved.metrics_requests, resolved.config.logging.log_every_n_steps)
 
 
-def _start_loggers(
-    config: ExperimentConfig, registry: ComponentRegistry, run_info: RunInfo
-) -> dict[str, LoggerSession]:
+def _start_loggers(resolved: ResolvedExperiment, run_info: RunInfo) -> dict[str, LoggerSession]:
     sessions: dict[str, LoggerSession] = {}
     try:
-        for provider, settings in logger_settings(config, registry).items():
-            component = registry.get("logger", provider)
-            sessions[provider] = component.create(settings).start(run_info)
+        for provider, logger in resolved.loggers.items():
+            sessions[provider] = logger.component.create(logger.config).start(run_info)
     except BaseException:
         for session in sessions.values():  # close the loggers that did start
             session.finish(1)
@@ -352,21 +363,18 @@ def _start_loggers(
 
 
 def _inference_config(
-    config: ExperimentConfig,
-    registry: ComponentRegistry,
-    components: Components,
-    tokenizer_file: str,
-    data: PreparedData,
+    resolved: ResolvedExperiment, components: Components, tokenizer_file: str, data: PreparedData
 ) -> dict[str, Any]:
+    config = resolved.config
     return {
         "format_version": 1,
         "model": {
-            "name": registry.name_of("model", config.model),
+            "name": resolved.model.name,
             "config": unstructure_config(config.model),
             "file": config.run.final_model_filename,
         },
         "tokenizer": {
-            "name": registry.name_of("tokenizer", config.tokenizer),
+            "name": resolved.tokenizer.name,
             "config": unstructure_config(config.tokenizer),
             "file": tokenizer_file,
         },

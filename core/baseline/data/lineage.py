@@ -15,13 +15,13 @@ from baseline.data.fit_record import (
     write_fit_record,
 )
 from baseline.errors import ConfigError
+from baseline.plugins.calls import plugin_call
 from baseline.plugins.protocols import FitSource, TokenizerAdapter
+from baseline.runs.layout import RunDirectory
 from baseline.runs.source_run import KEY_PATH, SourceRun
 
 log = logging.getLogger("baseline")
 
-#: The fitted "file" a run's weights record describes: ``<run_dir>/weights.fit.json``.
-WEIGHTS_RECORD_NAME = "weights"
 _LEAK_FIX = (
     "give this run the source run's [split] (or train on another corpus), or start without "
     "run.init_from"
@@ -29,8 +29,8 @@ _LEAK_FIX = (
 
 
 def weights_record_path(run_dir: Path) -> Path:
-    """``<run_dir>/weights.fit.json``: what the run's weights learned from."""
-    return fit_record_path(run_dir / WEIGHTS_RECORD_NAME)
+    """The run's weights record: what the run's weights learned from."""
+    return fit_record_path(RunDirectory(run_dir).weights_record)
 
 
 def _lineage(source: SourceRun) -> list[dict[str, Any]]:
@@ -44,7 +44,7 @@ def _lineage(source: SourceRun) -> list[dict[str, Any]]:
             "this version, or start without run.init_from",
             key_path=KEY_PATH,
         )
-    record = read_fit_record(source.run_dir / WEIGHTS_RECORD_NAME, key_path=KEY_PATH)
+    record = read_fit_record(RunDirectory(source.run_dir).weights_record, key_path=KEY_PATH)
     inherited = record.get("inherited") or []
     return [
         {key: value for key, value in record.items() if key != "inherited"},
@@ -63,10 +63,14 @@ def check_lineage(source: SourceRun, fit: FitSource) -> str:
     return sentences[0]
 
 
-def reuse_source_tokenizer(tokenizer: TokenizerAdapter, source: SourceRun, fit: FitSource) -> None:
-    """Load the source run's tokenizer file instead of fitting, after the lineage check."""
+def reuse_source_tokenizer(
+    tokenizer: TokenizerAdapter, source: SourceRun, fit: FitSource, label: str = "tokenizer"
+) -> None:
+    """Load the source run's tokenizer file instead of fitting, after the lineage check (an
+    error of ``load`` names the tokenizer, ``label``)."""
     learned = check_lineage(source, fit)
-    tokenizer.load(source.tokenizer_file)
+    with plugin_call(label):
+        tokenizer.load(source.tokenizer_file)
     log.info(
         "tokenizer: reused from %s (run.init_from), not fitted; the source run %s",
         source.tokenizer_file,
@@ -79,7 +83,7 @@ def write_weights_record(run_dir: Path, fit: FitSource, source: SourceRun | None
     run it started from (so a chain of ``init_from`` runs is checked as a whole)."""
     inherited = _lineage(source) if source is not None else []
     return write_fit_record(
-        run_dir / WEIGHTS_RECORD_NAME,
+        RunDirectory(run_dir).weights_record,
         fit,
         run_dir=str(run_dir.resolve()),
         init_from=str(source.run_dir.resolve()) if source is not None else None,

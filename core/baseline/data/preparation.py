@@ -1,7 +1,9 @@
 """Read, split, fit, tokenize: the data of a run, prepared in an order that cannot leak.
 
-1. Measure every segment (its UTF-8 size): the only thing the split sees.
-2. Split the segments into training and validation.
+1. Measure every segment (its UTF-8 size) in one pass; for a split of protocol 2 the same
+   pass records each segment's text and source on disk (:mod:`baseline.data.segments`).
+2. Split the segments into training and validation: a split sees them all, sizes or text,
+   but learns nothing that reaches the model.
 3. Fit the tokenizer on the training segments only: not one validation segment reaches it.
    With ``run.init_from`` the source run's tokenizer file is loaded instead (after checking
    that the source's weights learned from none of this split's validation segments).
@@ -11,10 +13,11 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,14 +27,15 @@ import numpy as np
 from baseline.config import PATH_METADATA_KEY, ExperimentConfig
 from baseline.data.lineage import reuse_source_tokenizer
 from baseline.data.prepared import PreparedData
-from baseline.data.segments import measure_segments
+from baseline.data.segments import SegmentStore, record_segments, split_protocol
 from baseline.data.token_cache import adapter_fingerprint, cache_key, load_or_build
 from baseline.data.tokens import TokenStream, build_token_stream, check_split_plan
 from baseline.data.windows import range_window_starts
 from baseline.errors import ConfigError, DataError, PluginError
+from baseline.plugins.calls import plugin_call, plugin_iter
 from baseline.plugins.components import Components
-from baseline.plugins.output_checks import PluginOutputError, component_label
-from baseline.plugins.protocols import DatasetAdapter, FitSource
+from baseline.plugins.output_checks import PluginOutputError
+from baseline.plugins.protocols import SEGMENTS_SPLIT_PROTOCOL, DatasetAdapter, FitSource
 from baseline.runs.source_run import SourceRun
 
 log = logging.getLogger("baseline")
@@ -93,21 +97,47 @@ def training_segments(segments: Iterator[str], train_mask: np.ndarray) -> Iterat
             return
 
 
-def measure(config: ExperimentConfig, components: Components, scratch: Path) -> np.ndarray:
-    """Each segment's UTF-8 size, streamed to a memory-mapped file in ``scratch``.
+def sourced_segments(dataset: DatasetAdapter) -> Iterable[tuple[str, str]]:
+    """``(text, source)`` of every segment: the adapter's optional ``segments_with_sources()``,
+    or its ``segments()`` with ``""`` as every source."""
+    with_sources = getattr(dataset, "segments_with_sources", None)
+    if with_sources is None:
+        return ((text, "") for text in dataset.segments())
+    return (_checked_pair(item) for item in with_sources())
+
+
+def _checked_pair(item: Any) -> tuple[str, str]:
+    if not (isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], str)):
+        raise PluginError(
+            "dataset segments_with_sources() must yield (text, source) pairs of strings, got "
+            f"{type(item).__name__}"
+        )
+    return item
+
+
+def measure(config: ExperimentConfig, components: Components, scratch: Path) -> SegmentStore:
+    """Each segment's UTF-8 size (and, for a split of protocol 2, its text and source),
+    streamed to files in ``scratch``.
 
     Always one pass over the dataset: it is what the split sees, and the pass also lets a
     dataset whose fingerprint hashes what it yields (``hf_text``) know its fingerprint.
     """
     started = time.perf_counter()
-    sizes = measure_segments(components.dataset.segments(), scratch)
+    label = components.label("dataset")
+    if split_protocol(components.split) == SEGMENTS_SPLIT_PROTOCOL:
+        pairs = plugin_iter(label, lambda: sourced_segments(components.dataset))
+        store = record_segments(pairs, scratch, keep_text=True)
+    else:
+        items = ((text, "") for text in plugin_iter(label, components.dataset.segments))
+        store = record_segments(items, scratch, keep_text=False)
+    sizes = store.sizes
     log.info(
         "dataset: %s segments, %s bytes (%.1fs)",
         f"{len(sizes):,}",
         f"{int(sizes.sum()):,}",
         time.perf_counter() - started,
     )
-    return sizes
+    return store
 
 
 def load_token_stream(
@@ -115,10 +145,14 @@ def load_token_stream(
 ) -> TokenStream:
     """Tokenize the corpus, or reuse the cached stream of an identical dataset and tokenizer."""
     started = time.perf_counter()
-    dataset_fingerprint = adapter_fingerprint(components.dataset)
-    tokenizer_fingerprint = adapter_fingerprint(components.tokenizer)
+    dataset_label, tokenizer_label = components.label("dataset"), components.label("tokenizer")
+    with plugin_call(dataset_label):
+        dataset_fingerprint = adapter_fingerprint(components.dataset)
+    with plugin_call(tokenizer_label):
+        tokenizer_fingerprint = adapter_fingerprint(components.tokenizer)
+    segments = functools.partial(plugin_iter, dataset_label, components.dataset.segments)
     if dataset_fingerprint is None or tokenizer_fingerprint is None:
-        stream = build_token_stream(components.dataset.segments(), components.tokenizer)
+        stream = build_token_stream(segments(), components.tokenizer, label=tokenizer_label)
         log.info(
             "token stream: %s tokens (%.1fs; not cached: an adapter has no fingerprint)",
             f"{len(stream.tokens):,}",
@@ -134,7 +168,7 @@ def load_token_stream(
         }
     )
     stream, hit = load_or_build(
-        token_cache_root(config), key, components.dataset.segments, components.tokenizer
+        token_cache_root(config), key, segments, components.tokenizer, label=tokenizer_label
     )
     log.info(
         "token stream: %s tokens in %s segments, %s (%.1fs)",
@@ -171,10 +205,23 @@ def _prepare(
     init: SourceRun | None = None,
 ) -> PreparedData:
     dataset_name = str(config_data["dataset"].get("name", "dataset"))
-    sizes = measure(config, components, scratch)
-    identity = dataset_identity(components.dataset, config.dataset)
-    plan = components.split.split(sizes)
-    check_split_plan(plan, len(sizes))
+    labels = {
+        kind: components.label(kind, str(config_data.get(kind, {}).get("name", "")))
+        for kind in ("dataset", "tokenizer", "split")
+    }
+    components = attrs.evolve(components, labels=labels)
+    store = measure(config, components, scratch)
+    sizes = store.sizes
+    with plugin_call(labels["dataset"]):
+        identity = dataset_identity(components.dataset, config.dataset)
+    with plugin_call(labels["split"]):  # its plan is checked as its output
+        if split_protocol(components.split) == SEGMENTS_SPLIT_PROTOCOL:
+            plan = components.split.split(store)
+        else:  # protocol 1: the sizes alone, as the split's older signature expects
+            sized_split: Any = components.split
+            plan = sized_split.split(sizes)
+        store.close()
+        check_split_plan(plan, len(sizes))
     train = np.asarray(plan.train, dtype=np.int64)
     validation = np.asarray(plan.validation, dtype=np.int64)
     train_mask = np.zeros(len(sizes), dtype=bool)
@@ -183,10 +230,14 @@ def _prepare(
     started = time.perf_counter()
     source = FitSource(dataset_name, identity, train_mask)
     if init is not None:
-        reuse_source_tokenizer(components.tokenizer, init, source)
-    else:
-        segments = training_segments(components.dataset.segments(), train_mask)
-        components.tokenizer.fit(segments, source)
+        reuse_source_tokenizer(components.tokenizer, init, source, labels["tokenizer"])
+    else:  # the dataset's errors (and its extra segments) name the dataset, not the tokenizer
+        segments = plugin_iter(
+            labels["dataset"],
+            lambda: training_segments(components.dataset.segments(), train_mask),
+        )
+        with plugin_call(labels["tokenizer"]):
+            components.tokenizer.fit(segments, source)
     log.info(
         "tokenizer ready: %d tokens in vocabulary (%.1fs); split: %s training and %s validation "
         "segments, only the training ones reach the tokenizer",
@@ -199,8 +250,7 @@ def _prepare(
     try:
         stream = load_token_stream(config, components, config_data)
     except PluginOutputError as error:
-        name = str(config_data["tokenizer"].get("name", "tokenizer"))
-        raise PluginError(f"{component_label('tokenizer', name)}: {error}") from None
+        raise PluginError(f"{labels['tokenizer']}: {error}") from None
     if stream.num_segments != len(sizes) or not np.array_equal(stream.byte_counts, sizes):
         raise DataError(
             f"dataset {dataset_name!r} yielded other segments when tokenized than when "

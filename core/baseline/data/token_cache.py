@@ -43,8 +43,11 @@ def load_or_build(
     key: str,
     segments: Callable[[], Iterable[str]],
     tokenizer: TokenizerAdapter,
+    *,
+    label: str = "tokenizer",
 ) -> tuple[TokenStream, bool]:
-    """The cached stream for ``key`` (and ``True``), or a newly built and cached one."""
+    """The cached stream for ``key`` (and ``True``), or a newly built and cached one (the
+    tokenizer's errors name ``label``)."""
     entry = cache_root / key
     if entry.is_dir() and stream_damage(entry) is None:
         return open_token_stream(entry), True
@@ -56,7 +59,7 @@ def load_or_build(
                 return open_token_stream(entry), True
             log.warning("token cache entry %s is damaged (%s); rebuilding it", entry, damage)
             _discard(entry)
-        return _build_entry(cache_root, key, segments, tokenizer), False
+        return _build_entry(cache_root, key, segments, tokenizer, label), False
 
 
 def _discard(entry: Path) -> None:
@@ -67,7 +70,11 @@ def _discard(entry: Path) -> None:
 
 
 def _build_entry(
-    cache_root: Path, key: str, segments: Callable[[], Iterable[str]], tokenizer: TokenizerAdapter
+    cache_root: Path,
+    key: str,
+    segments: Callable[[], Iterable[str]],
+    tokenizer: TokenizerAdapter,
+    label: str,
 ) -> TokenStream:
     entry = cache_root / key
     staging = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=cache_root))
@@ -75,7 +82,7 @@ def _build_entry(
     os.umask(current_umask)
     staging.chmod(0o777 & ~current_umask)  # mkdtemp creates 0700
     try:
-        build_token_stream(segments(), tokenizer, staging)
+        build_token_stream(segments(), tokenizer, staging, label=label)
         try:
             staging.rename(entry)
         except OSError:  # another process finished the same entry first

@@ -18,6 +18,7 @@ import numpy as np
 
 from baseline.data.segments import chunks, utf8_sizes
 from baseline.errors import DataError
+from baseline.plugins.calls import plugin_call
 from baseline.plugins.output_checks import PluginOutputError, check_token_ids
 from baseline.plugins.protocols import SplitPlan, TokenizerAdapter
 
@@ -76,16 +77,21 @@ def token_dtype(vocab_size: int) -> np.dtype[np.unsignedinteger] | np.dtype[np.s
 
 
 def build_token_stream(
-    segments: Iterable[str], tokenizer: TokenizerAdapter, directory: Path | None = None
+    segments: Iterable[str],
+    tokenizer: TokenizerAdapter,
+    directory: Path | None = None,
+    *,
+    label: str = "tokenizer",
 ) -> TokenStream:
-    """Tokenize ``segments`` in chunks, each segment followed by end-of-segment.
+    """Tokenize ``segments`` in chunks, each segment followed by end-of-segment; an error of
+    ``encode_batch`` names the tokenizer (``label``, see :func:`plugin_call`).
 
     With ``directory`` the tokens and the per-segment sizes are appended to files chunk by
     chunk and returned as read-only memory maps (see :func:`open_token_stream`): memory stays
     bounded by one chunk, whatever the corpus size.
     """
     if directory is None:
-        return _build_in_memory(segments, tokenizer)
+        return _build_in_memory(segments, tokenizer, label)
     eos = tokenizer.end_of_segment_id
     dtype = token_dtype(tokenizer.vocab_size)
     sizes_path = directory / (OFFSETS_FILENAME + ".sizes")
@@ -98,7 +104,7 @@ def build_token_stream(
         bytes_path.open("wb") as bytes_out,
     ):
         for chunk in chunks(segments, ENCODE_CHUNK_SEGMENTS):
-            flat, sizes = _encode_chunk(chunk, tokenizer, eos, dtype)
+            flat, sizes = _encode_chunk(chunk, tokenizer, eos, dtype, label)
             data = flat.tobytes()
             tokens_hash.update(data)
             tokens_out.write(data)
@@ -167,14 +173,16 @@ def stream_damage(directory: Path) -> str | None:
     return None
 
 
-def _build_in_memory(segments: Iterable[str], tokenizer: TokenizerAdapter) -> TokenStream:
+def _build_in_memory(
+    segments: Iterable[str], tokenizer: TokenizerAdapter, label: str
+) -> TokenStream:
     eos = tokenizer.end_of_segment_id
     dtype = token_dtype(tokenizer.vocab_size)
     pieces: list[np.ndarray] = []
     sizes: list[np.ndarray] = []
     byte_counts: list[np.ndarray] = []
     for chunk in chunks(segments, ENCODE_CHUNK_SEGMENTS):
-        flat, chunk_sizes = _encode_chunk(chunk, tokenizer, eos, dtype)
+        flat, chunk_sizes = _encode_chunk(chunk, tokenizer, eos, dtype, label)
         pieces.append(flat)
         sizes.append(chunk_sizes)
         byte_counts.append(utf8_sizes(chunk))
@@ -187,14 +195,15 @@ def _build_in_memory(segments: Iterable[str], tokenizer: TokenizerAdapter) -> To
 
 
 def _encode_chunk(
-    chunk: list[str], tokenizer: TokenizerAdapter, eos: int, dtype: np.dtype[Any]
+    chunk: list[str], tokenizer: TokenizerAdapter, eos: int, dtype: np.dtype[Any], label: str
 ) -> tuple[np.ndarray, np.ndarray]:
     """The chunk's tokens, each segment followed by ``eos``, and each segment's size.
 
     Ids are gathered as int64 and checked against the vocabulary (minimum and maximum of the
     chunk) before they are narrowed to ``dtype``.
     """
-    encoded = tokenizer.encode_batch(chunk)
+    with plugin_call(label):
+        encoded = tokenizer.encode_batch(chunk)
     if len(encoded) != len(chunk):
         raise PluginOutputError(
             f"encode_batch returned {len(encoded)} sequences for {len(chunk)} texts; it must "

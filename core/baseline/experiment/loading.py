@@ -31,6 +31,12 @@ from baseline.config import (
 from baseline.config.converter import config_converter
 from baseline.config.requirements import check_requirements
 from baseline.errors import ConfigError, FieldError
+from baseline.experiment.suggestions import (
+    OVERRIDE_SOURCE,
+    misspelt_required,
+    misspelt_required_message,
+    set_by_override,
+)
 from baseline.plugins.registry import ComponentRegistry, did_you_mean
 
 T = TypeVar("T")
@@ -113,13 +119,19 @@ def load_experiment(
     registry: ComponentRegistry,
     overrides: Iterable[str] = (),
 ) -> ExperimentConfig:
-    """Read, override and structure an experiment file (without cross-field validation)."""
-    source = str(path)
-    data = apply_overrides(read_toml(path), overrides)
+    """Read, override and structure an experiment file (without cross-field validation).
+
+    A problem that a ``--set`` assignment caused is reported as ``--set: key.path: ...``.
+    """
+    overrides = list(overrides)
+    file_data = read_toml(path)
+    data = apply_overrides(file_data, overrides)
     try:
         return experiment_from_data(data, registry, base_dir=Path(path).resolve().parent)
     except ConfigError as error:
-        raise error.with_source(source) from None
+        keys = [parse_override(assignment)[0] for assignment in overrides]
+        by_override = set_by_override(error.key_path, keys, file_data)
+        raise error.with_source(OVERRIDE_SOURCE if by_override else str(path)) from None
 
 
 def experiment_from_data(
@@ -197,19 +209,18 @@ def _structure_logging(table: Mapping[str, Any], registry: ComponentRegistry) ->
                 key_path=f"logging.{name}",
             )
         if name not in base.provider:
+            hint = did_you_mean(name, base.provider)  # [logging.consle] for console
+            fix = f"{hint} Or add" if hint != "." else "; add"
             raise ConfigError(
-                f"settings for a logger that is not enabled; add {name!r} to logging.provider "
+                f"settings for a logger that is not enabled{fix} {name!r} to logging.provider "
                 f"(now {list(base.provider)})",
                 key_path=f"logging.{name}",
             )
     for provider in base.provider:
         component = registry.get("logger", provider)
-        if provider in tables:
-            loggers[provider] = structure(
-                tables[provider], component.config_cls, f"logging.{provider}"
-            )
-        else:
-            loggers[provider] = _default_logger_config(provider, registry)
+        loggers[provider] = structure(
+            tables.get(provider, {}), component.config_cls, f"logging.{provider}"
+        )
     return attrs.evolve(base, loggers=loggers)
 
 
@@ -244,13 +255,25 @@ def _collect_problems(
     problems: list[tuple[str, str]] = []
     if isinstance(error, ClassValidationError | IterableValidationError):
         with_notes, without = error.group_exceptions()
+        unknown = [
+            k for e in without if isinstance(e, ForbiddenExtraKeysError) for k in e.extra_fields
+        ]
+        missing = [str(getattr(n, "name", "")) for e, n in with_notes if isinstance(e, KeyError)]
+        misspelt = misspelt_required(unknown, missing)  # `lenght` for the missing `length`
+        problems += [(f"{path}.{k}", misspelt_required_message(v)) for k, v in misspelt.items()]
         for sub, note in with_notes:
             name = getattr(note, "name", None)
+            if isinstance(sub, KeyError) and name in misspelt.values():
+                continue
             sub_path = f"{path}.{name}" if name is not None else f"{path}[{note.index}]"
             sub_cls = getattr(note, "type", None)
             nested = sub_cls if isinstance(sub_cls, type) and attrs.has(sub_cls) else None
             problems.extend(_collect_problems(sub, sub_path, nested))
         for sub in without:
+            if isinstance(sub, ForbiddenExtraKeysError) and misspelt:
+                sub = ForbiddenExtraKeysError("", sub.cl, sub.extra_fields - set(misspelt))
+                if not sub.extra_fields:
+                    continue
             problems.extend(_collect_problems(sub, path, getattr(error, "cl", cls)))
     elif isinstance(error, ForbiddenExtraKeysError):
         known = [a.name for a in attrs.fields(error.cl)] if attrs.has(error.cl) else []
@@ -315,21 +338,38 @@ def resolve_paths(config: Any, base_dir: Path) -> Any:
 
 
 def experiment_to_data(config: ExperimentConfig, registry: ComponentRegistry) -> dict[str, Any]:
-    """Plain TOML/JSON data for ``config``; :func:`experiment_from_data` loads it back equal."""
+    """Plain TOML/JSON data for ``config``; :func:`experiment_from_data` loads it back equal.
+
+    A validated experiment has this already (``ResolvedExperiment.config_data``).
+    """
+    names = {
+        key: registry.name_of(kind, getattr(config, key))
+        for key, kind in COMPONENT_SECTIONS.items()
+    }
+    loggers: dict[str, ComponentConfig] = {}
+    for provider in config.logging.provider:
+        settings: ComponentConfig | None = config.logging.loggers.get(provider)
+        if settings is None:  # configs built in Python may leave a logger's settings out
+            settings = registry.get("logger", provider).config_cls()
+        loggers[provider] = settings
+    return experiment_data(config, names, loggers)
+
+
+def experiment_data(
+    config: ExperimentConfig, names: Mapping[str, str], loggers: Mapping[str, ComponentConfig]
+) -> dict[str, Any]:
+    """Plain data for ``config``, given each component section's registered name and each
+    enabled logger's settings (defaults filled in): no registry needed."""
     plain = unstructure_config
     data: dict[str, Any] = {"run": plain(config.run)}
-    for key, kind in COMPONENT_SECTIONS.items():
-        component = getattr(config, key)
-        data[key] = {"name": registry.name_of(kind, component), **plain(component)}
+    for key in COMPONENT_SECTIONS:
+        data[key] = {"name": names[key], **plain(getattr(config, key))}
     data["train"] = plain(config.train)
     logging_data: dict[str, Any] = {
         key: value for key, value in plain(config.logging).items() if key != "loggers"
     }
     for provider in config.logging.provider:
-        settings: ComponentConfig | None = config.logging.loggers.get(provider)
-        if settings is None:  # configs built in Python may leave a logger's settings out
-            settings = registry.get("logger", provider).config_cls()
-        logging_data[provider] = plain(settings)
+        logging_data[provider] = plain(loggers[provider])
     data["logging"] = logging_data
     return data
 

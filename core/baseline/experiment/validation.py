@@ -1,7 +1,9 @@
-"""Cross-field validation of a whole experiment, run before any work starts."""
+"""Cross-field validation of a whole experiment, run before any work starts; it returns the
+experiment resolved (:class:`~baseline.experiment.resolved.ResolvedExperiment`)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from baseline.config import (
@@ -9,12 +11,18 @@ from baseline.config import (
     ComponentConfig,
     ExperimentConfig,
     LoggerConfig,
+    MetricsRequest,
     TrainConfig,
 )
 from baseline.config.requirements import check_requirements
 from baseline.errors import ConfigError, FieldError
-from baseline.experiment.loading import COMPONENT_SECTIONS, experiment_to_data
-from baseline.plugins.components import build_adapter
+from baseline.experiment.loading import COMPONENT_SECTIONS, experiment_data
+from baseline.experiment.resolved import (
+    ResolvedComponent,
+    ResolvedExperiment,
+    lookup_components,
+    lookup_loggers,
+)
 from baseline.plugins.registry import ComponentRegistry
 from baseline.runs.source_run import source_run
 
@@ -24,8 +32,9 @@ def validate_experiment_config(
     registry: ComponentRegistry | None = None,
     *,
     source: str | None = None,
-) -> None:
-    """Raise a :class:`ConfigError` for the first rule ``config`` breaks.
+) -> ResolvedExperiment:
+    """Raise a :class:`ConfigError` for the first rule ``config`` breaks, else return the
+    experiment resolved: its components, each looked up once, for the pipeline and commands.
 
     Checks that every component is installed and that requirements are met, then the core's
     own cross-field rules, then each component config's :meth:`ComponentConfig.validate`.
@@ -35,23 +44,15 @@ def validate_experiment_config(
 
         registry = default_plugins().registry
     try:
-        _validate(config, registry)
+        return _validate(config, registry)
     except ConfigError as error:
         raise (error.with_source(source) if source else error) from None
 
 
-def _validate(config: ExperimentConfig, registry: ComponentRegistry) -> None:
+def _validate(config: ExperimentConfig, registry: ComponentRegistry) -> ResolvedExperiment:
     check_requirements(config.run.requires)
-    for section, kind in COMPONENT_SECTIONS.items():
-        registry.name_of(kind, getattr(config, section))
-    for provider in config.logging.provider:
-        component = registry.get("logger", provider)
-        settings = config.logging.loggers.get(provider)
-        if settings is not None and type(settings) is not component.config_cls:
-            raise ConfigError(
-                f"expected {component.config_cls.__qualname__}, got {type(settings).__qualname__}",
-                key_path=f"logging.{provider}",
-            )
+    parts = lookup_components(config, registry)
+    loggers = lookup_loggers(config, registry)
     for provider in config.logging.loggers:
         if provider not in config.logging.provider:
             raise ConfigError(
@@ -75,35 +76,31 @@ def _validate(config: ExperimentConfig, registry: ComponentRegistry) -> None:
         _validate_component(getattr(config, section), section, config)
     for provider, settings in config.logging.loggers.items():
         _validate_component(settings, f"logging.{provider}", config)
-    _check_model_diagnostics(config, registry)
+    requests = _metrics_requests(config, loggers, parts["model"])
+    names = {section: part.name for section, part in parts.items()}
+    config_data = experiment_data(config, names, {p: c.config for p, c in loggers.items()})
     if config.run.init_from is not None:  # the source run exists and has the same model
-        source_run(config, experiment_to_data(config, registry))
+        source_run(config, config_data)
+    return ResolvedExperiment(
+        config, config_data, **parts, loggers=loggers, metrics_requests=requests
+    )
 
 
-def logger_settings(
-    config: ExperimentConfig, registry: ComponentRegistry
-) -> dict[str, LoggerConfig]:
-    """Each enabled logger's settings, defaults filled in for loggers without a table."""
-    settings: dict[str, LoggerConfig] = {}
-    for provider in config.logging.provider:
-        given = (
-            config.logging.loggers.get(provider) or registry.get("logger", provider).config_cls()
-        )
-        assert isinstance(given, LoggerConfig)
-        settings[provider] = given
-    return settings
-
-
-def _check_model_diagnostics(config: ExperimentConfig, registry: ComponentRegistry) -> None:
-    """A logger that asks for a layer diagnostic needs a model adapter that declares it."""
-    component = registry.get("model", registry.name_of("model", config.model))
-    declared: Any = getattr(component.factory, "diagnostics", None)  # a class attribute
+def _metrics_requests(
+    config: ExperimentConfig, loggers: Mapping[str, ResolvedComponent], model: ResolvedComponent
+) -> dict[str, MetricsRequest]:
+    """Each logger's request; one that asks for a layer diagnostic needs a model adapter that
+    declares it, and every logger asking for attention entropy must sample it alike."""
+    declared: Any = getattr(model.factory, "diagnostics", None)  # a class attribute
     if declared is None:
-        declared = getattr(build_adapter(component, config.model), "diagnostics", ())
+        declared = getattr(model.build(), "diagnostics", ())
     supported = frozenset(declared)
     entropy_caps: dict[tuple[int, int], str] = {}
-    for provider, settings in logger_settings(config, registry).items():
-        request = settings.metrics_request(config.logging)
+    requests: dict[str, MetricsRequest] = {}
+    for provider, logger in loggers.items():
+        settings = logger.config
+        assert isinstance(settings, LoggerConfig)
+        request = requests[provider] = settings.metrics_request(config.logging)
         requested = request.diagnostics
         if "attention_entropy" in requested:
             caps = (request.attention_entropy_head_cap, request.attention_entropy_token_cap)
@@ -121,10 +118,11 @@ def _check_model_diagnostics(config: ExperimentConfig, registry: ComponentRegist
             if diagnostic in requested and diagnostic not in supported:
                 offered = ", ".join(sorted(supported)) or "none"
                 raise ConfigError(
-                    f"model {component.name!r} ({component.distribution}) cannot provide "
+                    f"model {model.name!r} ({model.distribution}) cannot provide "
                     f"{diagnostic.replace('_', ' ')} (it supports: {offered}); set it to false",
                     key_path=f"logging.{provider}.{settings.diagnostic_key_path(diagnostic)}",
                 )
+    return requests
 
 
 def _check_parallelism(train: TrainConfig) -> None:

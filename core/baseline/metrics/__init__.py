@@ -8,3 +8,32 @@
 May import: :mod:`baseline.config`, :mod:`baseline.plugins`, :mod:`baseline.distributed`,
 :mod:`baseline.errors`.
 """
+
+from __future__ import annotations
+
+from typing import Any
+
+#: Names of the old module ``baseline.metrics`` (now :mod:`baseline.metrics.router`),
+#: importable from here with a ``DeprecationWarning``; the router is imported on first use.
+_MOVED = {
+    "LAYER_POSITIONS",
+    "MetricsPlan",
+    "MetricsRouter",
+    "Sink",
+    "diagnostic_of",
+    "layer_indices",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _MOVED:
+        raise AttributeError(f"module 'baseline.metrics' has no attribute {name!r}")
+    import warnings
+    from importlib import import_module
+
+    warnings.warn(
+        f"baseline.metrics.{name} is deprecated: import it from baseline.metrics.router",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return getattr(import_module("baseline.metrics.router"), name)

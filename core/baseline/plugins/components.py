@@ -1,15 +1,17 @@
-"""The adapters an experiment resolves to, built once from the registry."""
+"""The adapters an experiment resolves to (built by
+:meth:`baseline.experiment.resolved.ResolvedExperiment.build_components`)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
 
-from baseline.config import ComponentConfig, ExperimentConfig
+from baseline.config import ComponentConfig
 from baseline.errors import ConfigError, DataError
 from baseline.plugins.protocols import DatasetAdapter, ModelAdapter, SplitAdapter, TokenizerAdapter
-from baseline.plugins.registry import Component, ComponentRegistry
+from baseline.plugins.registry import Component
 
 
 @attrs.frozen
@@ -20,16 +22,16 @@ class Components:
     tokenizer: TokenizerAdapter
     model: ModelAdapter
     split: SplitAdapter
+    #: Each kind's ``"<kind> '<name>' from <distribution>"``, what errors of its calls say.
+    labels: Mapping[str, str] = attrs.field(factory=dict)
 
+    def label(self, kind: str, name: str = "") -> str:
+        """The label of the ``kind`` adapter, or :func:`component_label` of ``name``."""
+        if kind in self.labels:
+            return self.labels[kind]
+        from baseline.plugins.output_checks import component_label
 
-def resolve_components(config: ExperimentConfig, registry: ComponentRegistry) -> Components:
-    """Build every adapter from its registered factory."""
-    built: dict[str, Any] = {}
-    for section in ("dataset", "tokenizer", "model", "split"):
-        section_config = getattr(config, section)
-        component = registry.get(section, registry.name_of(section, section_config))
-        built[section] = build_adapter(component, section_config)
-    return Components(**built)
+        return component_label(kind, name) if name else kind
 
 
 def build_adapter(component: Component, config: ComponentConfig) -> Any:

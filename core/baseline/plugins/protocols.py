@@ -33,6 +33,11 @@ class DatasetAdapter(Protocol):
     # (``"\n\n"`` for paragraphs, ``"\n"`` for lines). The end-of-segment token stands for
     # it: bits per byte count its bytes, and generated text renders the token as it. Without
     # the attribute the token stands for nothing (0 bytes, rendered as nothing).
+    #
+    # Optional: ``segments_with_sources() -> Iterator[tuple[str, str]]``, ``(text, source)``
+    # for each segment ``segments()`` yields, in the same order: ``source`` says where the
+    # segment comes from (a file name, a row). The core calls it instead of ``segments()``
+    # for the measuring pass when the split takes :class:`Segments` (``Segments.source``).
 
 
 @runtime_checkable
@@ -203,21 +208,57 @@ class SplitPlan:
     validation: np.ndarray
 
 
+#: The split protocol that passes a :class:`Segments` view (declare it as a class attribute,
+#: ``split_protocol = SEGMENTS_SPLIT_PROTOCOL``); a split without the attribute is protocol 1
+#: and receives the segments' UTF-8 sizes as an int64 array.
+SEGMENTS_SPLIT_PROTOCOL = 2
+
+
+@runtime_checkable
+class Segments(Protocol):
+    """The corpus as a split of protocol 2 sees it: every segment, before tokenization.
+
+    Recorded during the one pass that measures the corpus, so reading it does not read the
+    dataset again. Text is read lazily from disk: memory stays bounded by what the split
+    itself keeps.
+    """
+
+    @property
+    def sizes(self) -> np.ndarray:
+        """``sizes[i]`` is the UTF-8 size of segment ``i`` (int64, a read-only memory map)."""
+        ...
+
+    def __len__(self) -> int:
+        """Segments in the corpus."""
+        ...
+
+    def text(self, index: int) -> str:
+        """Segment ``index``'s text (one read; iterate for a pass over all of them)."""
+        ...
+
+    def source(self, index: int) -> str:
+        """Where segment ``index`` comes from, as its dataset names it (``local_text``: the
+        file; ``hf_text``: the row, or a column's value); ``""`` when the dataset does not say."""
+        ...
+
+    def __iter__(self) -> Iterator[tuple[int, str, str]]:
+        """``(index, text, source)`` of every segment in order, streamed from disk."""
+        ...
+
+
 @runtime_checkable
 class SplitAdapter(Protocol):
     """Assigns each segment of the corpus to training or validation.
 
     The split runs before anything learns from the data (the tokenizer is fitted on the
-    training side only), so it sees what is known before tokenization: each segment's size
-    in UTF-8 bytes.
+    training side only), so it sees what is known before tokenization. A split with the class
+    attribute ``split_protocol = 2`` receives the segments themselves (:class:`Segments`:
+    sizes, text, source); one without it (protocol 1) receives each segment's size in UTF-8
+    bytes as an int64 array, possibly a read-only memory map (do not write to it).
     """
 
-    def split(self, segment_byte_counts: np.ndarray) -> SplitPlan:
-        """Return disjoint train/validation segment indices; deterministic for a config.
-
-        ``segment_byte_counts[i]`` is the UTF-8 size of segment ``i`` (an int64 array, possibly
-        a read-only memory map: do not write to it).
-        """
+    def split(self, segments: Segments) -> SplitPlan:
+        """Return disjoint train/validation segment indices; deterministic for a config."""
         ...
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import attrs
@@ -55,6 +55,11 @@ class Component:
     def create(self, config: ComponentConfig) -> Any:
         """Build the adapter for ``config``."""
         return self.factory(config)
+
+    @property
+    def label(self) -> str:
+        """``model 'x' from <distribution>``, for messages about this component."""
+        return f"{self.kind} {self.name!r} from {self.distribution}"
 
 
 @attrs.frozen
@@ -121,9 +126,14 @@ class ComponentRegistry:
 
     def name_of(self, kind: str, config: ComponentConfig) -> str:
         """The registered name whose config class is exactly ``type(config)``."""
+        return self.component_of(kind, config).name
+
+    def component_of(self, kind: str, config: ComponentConfig) -> Component:
+        """The component whose config class is exactly ``type(config)``, or a
+        :class:`ConfigError` listing the installed ones."""
         for component in self._components[kind].values():
             if type(config) is component.config_cls:
-                return component.name
+                return component
         raise ConfigError(
             f"{type(config).__name__} is not the config class of any installed {kind}; "
             f"installed: {', '.join(self.names(kind)) or 'none'}",
@@ -163,7 +173,12 @@ def check_registration(kind: str, name: str, config_cls: Any, factory: Any) -> N
         raise PluginError(f"{kind} {name!r}: factory must be callable, got {factory!r}")
 
 
-def did_you_mean(name: str, choices: Iterable[str]) -> str:
-    """``"; did you mean 'x'?"`` when a close match exists, else ``"."`` (ends the clause)."""
-    close = difflib.get_close_matches(name, list(choices), n=1)
-    return f"; did you mean {close[0]!r}?" if close else "."
+def did_you_mean(name: str, choices: Iterable[str], aliases: Mapping[str, str] = {}) -> str:
+    """``"; did you mean 'x'?"`` when a close match exists, else ``"."`` (ends the clause).
+
+    ``aliases`` maps other words a user may mean to a choice (``train`` -> ``run``): a name
+    close to one of them suggests its choice.
+    """
+    choices = list(choices)
+    close = difflib.get_close_matches(name, [*choices, *aliases], n=1)
+    return f"; did you mean {aliases.get(close[0], close[0])!r}?" if close else "."

@@ -7,6 +7,8 @@
 - ``locks``: the run lock and waiting locks for shared files;
 - ``records``: reading a run's JSON and metrics records;
 - ``lookup``: finding a project's runs and the newest one;
+- ``weights``: a run's trained weights (final model, or newest checkpoint of either kind) for
+  a plain model in one process;
 - ``source_run``: reading a run that another run starts from (``run.init_from``);
 - ``table`` and ``plots``: ``baseline runs`` and ``baseline plot``.
 

@@ -16,10 +16,13 @@ from pathlib import Path
 from typing import IO, Any
 
 from baseline.errors import RunDirectoryError
+from baseline.runs import layout
 
-RUN_CONFIG_FILENAME = "run_config.json"
-INFERENCE_CONFIG_FILENAME = "inference_config.json"
-METRICS_FILENAME = "metrics.jsonl"
+# The file names are the layout's (:class:`baseline.runs.layout.RunDirectory`); these aliases
+# keep older imports working.
+RUN_CONFIG_FILENAME = layout.RUN_CONFIG
+INFERENCE_CONFIG_FILENAME = layout.INFERENCE_CONFIG
+METRICS_FILENAME = layout.METRICS
 
 
 @contextlib.contextmanager
@@ -111,7 +114,7 @@ def prepare_run_directory(run_dir: Path, *, resume: bool, overwrite: bool) -> No
 
 
 class MetricsFile:
-    """``metrics.jsonl``: one JSON object per logged record, appended and flushed."""
+    """The metrics file: one JSON object per logged record, appended and flushed."""
 
     def __init__(self, path: Path, *, keep_up_to_step: int | None = None) -> None:
         self.path = path

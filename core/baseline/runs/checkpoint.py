@@ -1,8 +1,7 @@
 """Training checkpoints: everything needed to continue a run, saved atomically and rotated.
 
-The newest checkpoint is ``<checkpoint_filename>``; the ones before it are kept as
-``<stem>.1<suffix>``, ``<stem>.2<suffix>``, ... up to ``run.keep_last_checkpoints`` files.
-A checkpoint that cannot be read is reported and the previous one is used.
+The file names and their rotation are :class:`baseline.runs.layout.RunDirectory`'s. A
+checkpoint that cannot be read is reported and the previous one is used.
 """
 
 from __future__ import annotations
@@ -18,6 +17,7 @@ import torch
 
 from baseline.errors import DataError
 from baseline.runs.artifacts import atomic_write_with
+from baseline.runs.layout import Checkpoint, RunDirectory, first_usable
 
 CHECKPOINT_FORMAT = 1
 log = logging.getLogger("baseline")
@@ -25,10 +25,7 @@ log = logging.getLogger("baseline")
 
 def checkpoint_paths(run_dir: Path, filename: str, keep: int) -> list[Path]:
     """Checkpoint files newest first: ``name.pt``, ``name.1.pt``, ... (``keep`` in all)."""
-    newest = run_dir / filename
-    return [newest] + [
-        newest.with_name(f"{newest.stem}.{index}{newest.suffix}") for index in range(1, keep)
-    ]
+    return RunDirectory(run_dir, filename, keep_last_checkpoints=keep).checkpoint_files()
 
 
 def capture_rng_state() -> dict[str, Any]:
@@ -113,18 +110,9 @@ def load_latest_checkpoint(paths: list[Path]) -> tuple[Path, dict[str, Any]] | N
 
     Raises :class:`DataError` when checkpoints exist but none can be read.
     """
-    damaged: list[str] = []
-    for path in paths:
-        if not path.exists():
-            continue
-        try:
-            return path, load_checkpoint(path)
-        except DataError as error:
-            log.warning("%s; trying the previous checkpoint", error)
-            damaged.append(path.name)
-    if damaged:
-        raise DataError(
-            f"no usable checkpoint: {', '.join(damaged)} are damaged; start a new run "
-            "(--overwrite) or restore a checkpoint file"
-        )
-    return None
+    found = first_usable((Checkpoint(path, False) for path in paths), _read)
+    return None if found is None else (found[0].path, found[1])
+
+
+def _read(checkpoint: Checkpoint) -> dict[str, Any]:
+    return load_checkpoint(checkpoint.trainer_state)

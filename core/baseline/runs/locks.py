@@ -24,12 +24,13 @@ from datetime import datetime
 from pathlib import Path
 
 from baseline.errors import RunDirectoryError
+from baseline.runs.layout import RunDirectory
 
 
 def run_lock_path(run_dir: Path) -> Path:
-    """``<artifacts_root>/.<run_name>.lock``: beside the run directory, so that ``--overwrite``
-    (which deletes the directory) does not delete the lock with it."""
-    return run_dir.parent / f".{run_dir.name}.lock"
+    """The run's lock file, beside the run directory, so that ``--overwrite`` (which deletes
+    the directory) does not delete the lock with it (:attr:`RunDirectory.lock`)."""
+    return RunDirectory(run_dir).lock
 
 
 @contextlib.contextmanager

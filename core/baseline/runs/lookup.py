@@ -14,7 +14,7 @@ from pathlib import Path
 
 from baseline.config import ExperimentConfig
 from baseline.errors import ConfigError
-from baseline.runs.artifacts import RUN_CONFIG_FILENAME
+from baseline.runs.layout import RunDirectory
 
 log = logging.getLogger("baseline")
 
@@ -59,7 +59,7 @@ def newest_run_name(config: ExperimentConfig) -> str:
 
 def _project_of(run_dir: Path) -> str | None:
     try:
-        data = json.loads((run_dir / RUN_CONFIG_FILENAME).read_text(encoding="utf-8"))
+        data = json.loads(RunDirectory(run_dir).run_config.read_text(encoding="utf-8"))
         project = data["config"]["run"]["project_name"]
     except (OSError, ValueError, KeyError, TypeError):
         return None

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Literal
 import attrs
 
 from baseline.errors import BaselineError, ConfigError, DataError
+from baseline.runs.layout import RunDirectory
 from baseline.runs.records import RECORD_FIELDS, read_metrics, training_clock
 
 if TYPE_CHECKING:
@@ -72,14 +73,14 @@ def metric_series(run_dir: Path, metric: str, x: XAxis = "tokens", label: str = 
             {key for r in records for key, value in r.items() if key not in RECORD_FIELDS}
         )
         listed = ", ".join(available) if available else "none (no records yet)"
-        raise DataError(f"{run_dir / 'metrics.jsonl'}: no {metric!r} values; it has: {listed}")
+        raise DataError(f"{RunDirectory(run_dir).metrics}: no {metric!r} values; it has: {listed}")
     if any(r.get("phase") != "epoch" for r in having):
         having = [r for r in having if r.get("phase") != "epoch"]
     by_step = {int(r["step"]): r for r in having}  # a resumed run's repeated step: the last
     clock = training_clock(records) if x == "time" else None
     if x == "time" and (clock is None or clock.total_seconds is None):
         raise DataError(
-            f"{run_dir / 'metrics.jsonl'}: no step times to place points in time; "
+            f"{RunDirectory(run_dir).metrics}: no step times to place points in time; "
             "use --x step or --x tokens"
         )
     xs: list[float] = []

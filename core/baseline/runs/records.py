@@ -1,4 +1,4 @@
-"""Reading a run directory's files without torch: ``run_config.json`` and ``metrics.jsonl``.
+"""Reading a run directory's files without torch: its run config and its metrics.
 
 Shared by ``baseline runs`` (:mod:`baseline.runs.table`) and ``baseline plot``
 (:mod:`baseline.runs.plots`). Both read runs that may still be training or that crashed, so a
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from baseline.errors import DataError
-from baseline.runs.artifacts import METRICS_FILENAME, RUN_CONFIG_FILENAME
+from baseline.runs.layout import RunDirectory, read_json
 
 __all__ = [
     "RECORD_FIELDS",
@@ -28,27 +28,19 @@ __all__ = [
 RECORD_FIELDS = frozenset({"step", "tokens_seen", "epoch", "phase"})
 
 
-def read_json(path: Path) -> dict[str, Any] | None:
-    """The JSON object in ``path``; ``None`` when it is missing or unreadable."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def read_metrics(run_dir: Path, *, required: bool = False) -> list[dict[str, Any]]:
-    """The records of ``<run_dir>/metrics.jsonl``, in file order.
+    """The records of the run's metrics file, in file order.
 
     Lines that are not a JSON object with an integer ``step`` (a line cut short by a crash)
     are skipped. A missing file gives ``[]``, or a :class:`DataError` when ``required``.
     """
-    path = run_dir / METRICS_FILENAME
+    run = RunDirectory(run_dir)
+    path = run.metrics
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
     except FileNotFoundError:
         if required:
-            hint = "" if (run_dir / RUN_CONFIG_FILENAME).is_file() else "; is it a run directory?"
+            hint = "" if run.run_config.is_file() else "; is it a run directory?"
             raise DataError(f"{path}: not found{hint}") from None
         return []
     except OSError as error:

@@ -1,18 +1,20 @@
 """Sharded checkpoints of FSDP runs, with ``torch.distributed.checkpoint`` (DCP).
 
-A checkpoint is a directory, ``<checkpoint stem>.dcp`` (older ones ``<stem>.1.dcp``, ...),
-holding DCP's files (every rank writes its shards of the model and optimizer state; rank 0
-writes ``.metadata`` last) and ``trainer_state.pt`` (step, epoch, counters, each rank's random
-state, the config: what :mod:`baseline.runs.checkpoint` saves besides the tensors).
+A checkpoint is a directory (its names and rotation are
+:class:`baseline.runs.layout.RunDirectory`'s) holding DCP's files (every rank writes its shards
+of the model and optimizer state; rank 0 writes the metadata last) and the trainer state (step,
+epoch, counters, each rank's random state, the config: what :mod:`baseline.runs.checkpoint`
+saves besides the tensors).
 
-Crash safety: everything is written into ``<name>.tmp-dir``; only after every rank finished
+Crash safety: everything is written into the staging directory; only after every rank finished
 (a barrier) does rank 0 rotate the older directories and rename the new one into place. The
-directory dropped by the rotation is first renamed to ``<name>.old-dir`` and deleted last. A
+directory dropped by the rotation is first renamed to its retired name and deleted last. A
 crash at any moment therefore leaves the previous checkpoint under its name (or, in the one
-instant of a one-checkpoint rotation, as ``.old-dir``, which the loader also accepts); a
-``.tmp-dir`` is never loaded and is removed by the next save.
+instant of a one-checkpoint rotation, retired, which the loader also accepts); a staging
+directory is never loaded and is removed by the next save.
 
-DCP reshards on load: a checkpoint written by N processes loads into M.
+DCP reshards on load: a checkpoint written by N processes loads into M, or into a plain
+model in one process (:func:`load_model_weights`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -31,11 +34,10 @@ from baseline.distributed.context import DistributedContext
 from baseline.errors import DataError
 from baseline.runs.artifacts import atomic_write_with
 from baseline.runs.checkpoint import CHECKPOINT_FORMAT, load_checkpoint
+from baseline.runs.layout import Checkpoint, RunDirectory, first_usable
 
 log = logging.getLogger("baseline")
 
-TRAINER_STATE_FILENAME = "trainer_state.pt"
-METADATA_FILENAME = ".metadata"
 #: Environment variable of the crash test: the step whose checkpoint save is killed (SIGKILL
 #: of rank 0 after the shards are written, before the rename).
 KILL_AT_STEP_ENV = "BASELINE_TEST_KILL_DURING_CHECKPOINT_AT_STEP"
@@ -43,21 +45,16 @@ KILL_AT_STEP_ENV = "BASELINE_TEST_KILL_DURING_CHECKPOINT_AT_STEP"
 
 def dcp_checkpoint_paths(run_dir: Path, filename: str, keep: int) -> list[Path]:
     """Checkpoint directories newest first: ``stem.dcp``, ``stem.1.dcp``, ... (``keep``)."""
-    stem = Path(filename).stem
-    return [run_dir / f"{stem}.dcp"] + [run_dir / f"{stem}.{i}.dcp" for i in range(1, keep)]
+    return RunDirectory(run_dir, filename, keep_last_checkpoints=keep).checkpoint_directories()
 
 
-def _temporary(path: Path) -> Path:
-    return path.with_name(path.name + ".tmp-dir")
-
-
-def _retired(path: Path) -> Path:
-    return path.with_name(path.name + ".old-dir")
+_temporary = RunDirectory.staging
+_retired = RunDirectory.retired
 
 
 def is_complete(path: Path) -> bool:
     """Whether ``path`` is a whole checkpoint directory (DCP metadata and trainer state)."""
-    return (path / METADATA_FILENAME).is_file() and (path / TRAINER_STATE_FILENAME).is_file()
+    return Checkpoint(path, True).complete
 
 
 def _optimizers(optimizer: Any) -> list[torch.optim.Optimizer]:
@@ -88,7 +85,7 @@ def save_sharded_checkpoint(
             shutil.rmtree(leftover, ignore_errors=True)
         staging.mkdir(parents=True)
         atomic_write_with(
-            staging / TRAINER_STATE_FILENAME,
+            Checkpoint(staging, True).trainer_state,
             lambda handle: torch.save({"format": CHECKPOINT_FORMAT, **trainer_state}, handle),
         )
     dist.barrier()
@@ -124,25 +121,14 @@ def find_sharded_checkpoint(paths: Sequence[Path]) -> tuple[Path, dict[str, Any]
     trainer states are skipped like damaged checkpoint files. Raises :class:`DataError` when
     checkpoints exist but none is usable.
     """
-    damaged: list[str] = []
-    for path in [*paths, _retired(paths[0])]:
-        if not path.exists():
-            continue
-        if not is_complete(path):
-            log.warning("%s is incomplete; trying the previous checkpoint", path)
-            damaged.append(path.name)
-            continue
-        try:
-            return path, load_checkpoint(path / TRAINER_STATE_FILENAME)
-        except DataError as error:
-            log.warning("%s; trying the previous checkpoint", error)
-            damaged.append(path.name)
-    if damaged:
-        raise DataError(
-            f"no usable checkpoint: {', '.join(damaged)} are damaged; start a new run "
-            "(--overwrite) or restore a checkpoint directory"
-        )
-    return None
+    candidates = [Checkpoint(path, True) for path in [*paths, _retired(paths[0])]]
+    found = first_usable(candidates, read_trainer_state)
+    return None if found is None else (found[0].path, found[1])
+
+
+def read_trainer_state(checkpoint: Checkpoint) -> dict[str, Any]:
+    """A checkpoint's trainer state (the whole checkpoint, for a single file)."""
+    return load_checkpoint(checkpoint.trainer_state)
 
 
 def load_sharded_checkpoint(path: Path, model: nn.Module, optimizer: Any) -> None:
@@ -160,10 +146,53 @@ def load_sharded_checkpoint(path: Path, model: nn.Module, optimizer: Any) -> Non
     )
 
 
+def load_model_weights(path: Path, template: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The model weights of the DCP checkpoint ``path``, loaded in this process alone into
+    copies of ``template`` (a plain model's state dict: its keys, shapes and dtypes).
+
+    Each process reads the whole tensors; nothing is communicated, also under torchrun.
+    """
+    from torch.distributed.checkpoint.state_dict_loader import load
+
+    state = {key: value.detach().clone() for key, value in template.items()}
+    try:
+        with warnings.catch_warnings():  # "assuming the intent is to load in a single process"
+            warnings.simplefilter("ignore", UserWarning)
+            load({"model": state}, checkpoint_id=path, no_dist=True)
+    except Exception as error:
+        reason = str(error).strip().splitlines()
+        raise DataError(
+            f"{path}: cannot load the model weights of the checkpoint "
+            f"({type(error).__name__}{': ' + reason[0][:200] if reason else ''})"
+        ) from None
+    return state
+
+
+def model_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """The model tensors of the DCP checkpoint ``path`` and their shapes, from its metadata."""
+    from torch.distributed.checkpoint.filesystem import FileSystemReader
+    from torch.distributed.checkpoint.metadata import TensorStorageMetadata
+
+    try:
+        metadata = FileSystemReader(path).read_metadata()
+    except Exception as error:
+        raise DataError(
+            f"{path}: checkpoint metadata is corrupt or unreadable ({type(error).__name__})"
+        ) from None
+    return {
+        key.removeprefix("model."): tuple(item.size)
+        for key, item in metadata.state_dict_metadata.items()
+        if key.startswith("model.") and isinstance(item, TensorStorageMetadata)
+    }
+
+
 __all__ = [
     "dcp_checkpoint_paths",
     "find_sharded_checkpoint",
     "is_complete",
+    "load_model_weights",
     "load_sharded_checkpoint",
+    "model_shapes",
+    "read_trainer_state",
     "save_sharded_checkpoint",
 ]

@@ -2,14 +2,15 @@
 
 The source run directory gives the new run three things:
 
-- its **weights**: the final model (named in ``inference_config.json``) or, for a run that
-  did not finish, the model of its newest readable checkpoint. They are loaded into the
+- its **weights**: the final model or, for a run that did not finish, the model of its newest
+  usable checkpoint, a single file or an FSDP run's DCP directory
+  (:mod:`baseline.runs.weights`). They are loaded into the
   freshly built model before the trainer moves it to its device and builds the optimizer, so
   the optimizer state starts fresh. A resumed run continues from its own checkpoint instead.
 - its **tokenizer file**, which the new run loads instead of fitting a tokenizer: the
   vocabulary the weights were trained with. ``[tokenizer]`` must therefore be the source
   run's (path keys aside: they are not used), and ``[model]`` must be the source run's.
-- its **weights record** (``weights.fit.json``, a :mod:`baseline.data.fit_record` record): which
+- its **weights record** (a :mod:`baseline.data.fit_record` record): which
   segments of which dataset the weights (and the source run's own source runs) learned
   from. A new run on another corpus reuses them deliberately; a new run on the same corpus
   whose validation segments the weights trained on is refused, since its validation figures
@@ -31,8 +32,8 @@ import attrs
 
 from baseline.config import PATH_METADATA_KEY, ExperimentConfig
 from baseline.config.diff import describe_differences, differing_keys, field_defaults
-from baseline.errors import ConfigError, DataError
-from baseline.runs.artifacts import INFERENCE_CONFIG_FILENAME, RUN_CONFIG_FILENAME
+from baseline.errors import ConfigError
+from baseline.runs.layout import RunDirectory
 
 __all__ = [
     "SourceRun",
@@ -52,16 +53,16 @@ class SourceRun:
     run_dir: Path
     #: The source run's normalized experiment config (``run_config.json``).
     config: Mapping[str, Any] = attrs.field(repr=False)
-    #: The final model, or the newest checkpoint when the run has no final model.
+    #: The final model, or the newest checkpoint (file or DCP directory) when the run has no
+    #: final model (an older one is used when it is damaged).
     weights: Path
     from_checkpoint: bool
-    #: Every checkpoint file of the source run, newest first (for the fallback to an older
-    #: one when the newest is damaged).
-    checkpoints: tuple[Path, ...]
     tokenizer_file: Path
+    #: The source's files.
+    run: RunDirectory = attrs.field(repr=False)
 
     def describe(self) -> dict[str, Any]:
-        """What ``run_config.json`` records about the source."""
+        """What this run's config records about the source."""
         return {
             "run_dir": str(self.run_dir),
             "weights": str(self.weights),
@@ -88,15 +89,6 @@ def _read_json(path: Path, what: str) -> dict[str, Any]:
     return data
 
 
-def _checkpoint_files(run_dir: Path, run: Mapping[str, Any]) -> tuple[Path, ...]:
-    """The source's checkpoint files newest first (the naming of
-    :func:`baseline.runs.checkpoint.checkpoint_paths`, without importing torch)."""
-    newest = run_dir / str(run.get("checkpoint_filename", "baseline_checkpoint.pt"))
-    keep = int(run.get("keep_last_checkpoints", 2))
-    older = (newest.with_name(f"{newest.stem}.{i}{newest.suffix}") for i in range(1, keep))
-    return (newest, *older)
-
-
 def read_source_run(init_from: str | Path) -> SourceRun:
     """Read the source run directory; a missing or unfinished-and-empty run is an error."""
     run_dir = Path(init_from)
@@ -105,43 +97,34 @@ def read_source_run(init_from: str | Path) -> SourceRun:
         raise ConfigError(
             f"{run_dir} {what}; point it at the directory of a trained run", key_path=KEY_PATH
         )
-    run_config = _read_json(run_dir / RUN_CONFIG_FILENAME, "run config")
+    layout = RunDirectory.read(run_dir)
+    run_config = _read_json(layout.run_config, "run config")
     config = run_config.get("config")
     if not isinstance(config, dict):
-        raise ConfigError(
-            f"{run_dir / RUN_CONFIG_FILENAME}: holds no experiment config", key_path=KEY_PATH
-        )
-    run = config.get("run", {})
-    inference_path = run_dir / INFERENCE_CONFIG_FILENAME
-    inference = _read_json(inference_path, "inference config") if inference_path.is_file() else None
-    checkpoints = _checkpoint_files(run_dir, run)
-    final = run_dir / str(
-        (inference or {}).get("model", {}).get("file")
-        or run.get("final_model_filename", "baseline_model.pt")
-    )
-    if inference is not None and final.is_file():
-        weights, from_checkpoint = final, False
+        raise ConfigError(f"{layout.run_config}: holds no experiment config", key_path=KEY_PATH)
+    if layout.inference_config.is_file():
+        _read_json(layout.inference_config, "inference config")
+    newest = layout.newest_checkpoint()
+    if layout.finished:
+        weights, from_checkpoint = layout.final_model, False
+    elif newest is not None:
+        weights, from_checkpoint = newest.path, True
     else:
-        existing = [path for path in checkpoints if path.is_file()]
-        if not existing:
-            raise ConfigError(
-                f"{run_dir} has no weights: neither a final model ({final.name}) nor a "
-                f"checkpoint ({checkpoints[0].name}); train it first, or point at another run",
-                key_path=KEY_PATH,
-            )
-        weights, from_checkpoint = existing[0], True
-    tokenizer_name = (inference or {}).get("tokenizer", {}).get("file") or run_config.get(
-        "tokenizer_file"
-    )
-    tokenizer_file = run_dir / str(tokenizer_name or "")
-    if not tokenizer_name or not tokenizer_file.is_file():
+        raise ConfigError(
+            f"{run_dir} has no weights: neither a final model ({layout.final_model.name}) nor a "
+            f"checkpoint ({layout.checkpoint_paths(bool(layout.sharded))[0].name}); train it "
+            "first, or point at another run",
+            key_path=KEY_PATH,
+        )
+    tokenizer_file = layout.tokenizer_file()
+    if tokenizer_file is None or not tokenizer_file.is_file():
         raise ConfigError(
             f"{run_dir} has no tokenizer file"
-            + (f" ({tokenizer_file.name})" if tokenizer_name else "")
+            + (f" ({tokenizer_file.name})" if tokenizer_file is not None else "")
             + "; the new run reuses the source run's tokenizer, so the source must have one",
             key_path=KEY_PATH,
         )
-    return SourceRun(run_dir, config, weights, from_checkpoint, checkpoints, tokenizer_file)
+    return SourceRun(run_dir, config, weights, from_checkpoint, tokenizer_file, layout)
 
 
 def section_differences(
@@ -222,46 +205,23 @@ def load_source_weights(model: Any, source: SourceRun, seq_len: int) -> str:
 
     A parameter that is missing, unexpected or of another shape is an error naming it.
     """
-    import torch
+    from baseline.runs.weights import read_weights
 
-    from baseline.runs.checkpoint import load_latest_checkpoint
-
-    step = None
-    if source.from_checkpoint:
-        found = load_latest_checkpoint(list(source.checkpoints))
-        if found is None:  # deleted since the source was read
-            raise DataError(f"{source.weights}: not found; run.init_from needs its weights")
-        path, checkpoint = found
-        state, step = checkpoint["model"], checkpoint.get("step")
-    else:
-        path = source.weights
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:
-            raise DataError(
-                f"{path}: cannot load the weights of run.init_from ({type(error).__name__})"
-            ) from None
-    current = model.state_dict()
-    problems = [f"{key} missing" for key in sorted(set(current) - set(state))]
-    problems += [f"{key} unexpected" for key in sorted(set(state) - set(current))]
-    problems += [
-        f"{key} {tuple(state[key].shape)} in the source, {tuple(value.shape)} here"
-        for key, value in current.items()
-        if key in state and tuple(state[key].shape) != tuple(value.shape)
-    ]
-    if problems:
+    def mismatch(path: Path, problems: list[str]) -> ConfigError:
         source_seq_len = source.config.get("train", {}).get("seq_len")
         hint = (
             f"; train.seq_len is {source_seq_len} in the source and {seq_len} here"
             if source_seq_len is not None and source_seq_len != seq_len
             else ""
         )
-        raise ConfigError(
+        return ConfigError(
             f"the weights in {path} do not fit this model: {'; '.join(problems[:5])}"
             + (f" (and {len(problems) - 5} more)" if len(problems) > 5 else "")
             + hint,
             key_path=KEY_PATH,
         )
-    model.load_state_dict(state)
-    at = f" (step {step})" if step is not None else ""
-    return f"model: weights loaded from {path}{at} (run.init_from); the optimizer starts fresh"
+
+    weights = read_weights(source.run, model.state_dict(), mismatch, where="the source")
+    model.load_state_dict(weights.state)
+    how = f"run.init_from: {weights.note}" if weights.note else "run.init_from"
+    return f"model: weights loaded from {weights.path} ({how}); the optimizer starts fresh"

@@ -1,22 +1,22 @@
 """``baseline runs``: one row per run directory under an artifacts root.
 
-Everything comes from the run directories' files (``run_config.json``, ``metrics.jsonl``,
-``inference_config.json``, which checkpoint and model files exist, and the run's lock file
-beside the directory); nothing imports torch,
-so listing hundreds of runs takes well under a second.
+Everything comes from the run directories' files (the run config, the metrics, the inference
+config, which checkpoints and model files exist, and the run's lock file beside the
+directory: :class:`baseline.runs.layout.RunDirectory`); nothing imports torch, so listing
+hundreds of runs takes well under a second.
 
-A run's state:
+A run's state (:meth:`RunDirectory.state <baseline.runs.layout.RunDirectory.state>`):
 
-- ``running``: a process holds the run's lock, ``<artifacts_root>/.<run_name>.lock``, which
-  the pipeline holds (``flock``) from start to end (:mod:`baseline.runs.locks`). On Linux the
-  held locks are read from ``/proc/locks``, which disturbs nothing; elsewhere the process
-  named in the lock file must be alive. A run without a lock file (written by an older
-  baseline) counts as running while one of its files changed in the last :data:`RECENT_S`
-  seconds;
-- ``complete``: not running, and ``inference_config.json`` and the final model file exist
+- ``running``: a process holds the run's lock, which the pipeline holds (``flock``) from start
+  to end (:mod:`baseline.runs.locks`). On Linux the held locks are read from ``/proc/locks``,
+  which disturbs nothing; elsewhere the process named in the lock file must be alive. A run
+  without a lock file (written by an older baseline) counts as running while one of its
+  files changed in the last :data:`RECENT_S` seconds;
+- ``complete``: not running, and the inference config and the final model file exist
   (training ended and the artifacts were written);
-- ``interrupted``: not complete, not running, and a checkpoint exists: stopped by Ctrl-C or
-  SIGTERM, or crashed after a checkpoint; ``--resume`` continues it;
+- ``interrupted``: not complete, not running, and a complete checkpoint of either kind (a
+  file, or an FSDP run's DCP directory) exists: stopped by Ctrl-C or SIGTERM, or crashed
+  after a checkpoint; ``--resume`` continues it;
 - ``failed``: anything else (it ended before its first checkpoint).
 """
 
@@ -32,8 +32,7 @@ from typing import Any, Literal, TextIO
 import attrs
 
 from baseline.errors import DataError
-from baseline.runs.artifacts import INFERENCE_CONFIG_FILENAME, METRICS_FILENAME, RUN_CONFIG_FILENAME
-from baseline.runs.locks import run_lock_path
+from baseline.runs.layout import STATES, RunDirectory
 from baseline.runs.records import read_json, read_metrics, training_clock
 
 __all__ = [
@@ -53,9 +52,6 @@ __all__ = [
 RECENT_S = 120.0
 #: ``(device major, device minor, inode)`` of a file.
 FileKey = tuple[int, int, int]
-STATES = ("complete", "running", "interrupted", "failed")
-DEFAULT_CHECKPOINT = "baseline_checkpoint.pt"
-DEFAULT_FINAL_MODEL = "baseline_model.pt"
 #: Column titles of the table, in order.
 COLUMNS = (
     "run",
@@ -120,8 +116,8 @@ class RunSummary:
 
 
 def find_runs(root: Path) -> list[Path]:
-    """Run directories under ``root`` (those holding ``run_config.json`` or
-    ``metrics.jsonl``), or ``[root]`` when ``root`` is itself one."""
+    """Run directories under ``root`` (those holding a run config or metrics), or ``[root]``
+    when ``root`` is itself one."""
     if not root.is_dir():
         raise DataError(
             f"{root}: no such directory; pass the artifacts root of your runs (run.artifacts_root)"
@@ -136,7 +132,7 @@ def find_runs(root: Path) -> list[Path]:
 
 
 def _is_run(directory: Path) -> bool:
-    return (directory / RUN_CONFIG_FILENAME).is_file() or (directory / METRICS_FILENAME).is_file()
+    return RunDirectory(directory).is_run()
 
 
 def held_locks() -> frozenset[FileKey] | None:
@@ -201,17 +197,13 @@ def summarize_run(
     now = time.time() if now is None else now
     if locks == "read":
         locks = held_locks()
-    run_config = read_json(run_dir / RUN_CONFIG_FILENAME) or {}
+    run = RunDirectory.read(run_dir)
+    run_config = run.read_run_config() or {}
     config = run_config.get("config")
     config = config if isinstance(config, Mapping) else {}
     run_section = _section(config, "run")
     records = read_metrics(run_dir)
-    checkpoint = str(run_section.get("checkpoint_filename") or DEFAULT_CHECKPOINT)
-    final_model = str(run_section.get("final_model_filename") or DEFAULT_FINAL_MODEL)
-    files = [run_dir / name for name in (RUN_CONFIG_FILENAME, METRICS_FILENAME)]
-    files += [run_dir / INFERENCE_CONFIG_FILENAME, run_dir / final_model]
-    files += _checkpoints(run_dir, checkpoint)
-    updated = max((_mtime(path) for path in files), default=0.0) or _mtime(run_dir)
+    updated = max((_mtime(path) for path in run.files()), default=0.0) or _mtime(run_dir)
     validations = [
         float(r["val_bpb"])
         for r in records
@@ -221,7 +213,12 @@ def summarize_run(
     return RunSummary(
         name=run_dir.absolute().name,
         path=run_dir.absolute(),
-        state=_state(run_dir, final_model, checkpoint, locks, updated, now),
+        state=run.state(
+            lock_held=lambda lock: (
+                _file_key(lock) in locks if locks is not None else _holder_alive(lock)
+            ),
+            recently_written=now - updated < RECENT_S,
+        ),
         project=_text(run_section.get("project_name")),
         model=_text(_section(config, "model").get("name")),
         parameters=_integer(run_config.get("parameters")),
@@ -233,36 +230,6 @@ def summarize_run(
         loggers=_providers(_section(config, "logging").get("provider")),
         updated=updated,
     )
-
-
-def _state(
-    run_dir: Path,
-    final_model: str,
-    checkpoint: str,
-    locks: frozenset[FileKey] | None,
-    updated: float,
-    now: float,
-) -> str:
-    complete = (run_dir / INFERENCE_CONFIG_FILENAME).is_file() and (run_dir / final_model).is_file()
-    lock = run_lock_path(run_dir)
-    if lock.is_file():
-        # Held also while a complete run is resumed for more steps.
-        if _file_key(lock) in locks if locks is not None else _holder_alive(lock):
-            return "running"
-    elif not complete and now - updated < RECENT_S:
-        return "running"  # a run of a baseline without run locks: recent activity is the sign
-    if complete:
-        return "complete"
-    return "interrupted" if _checkpoints(run_dir, checkpoint) else "failed"
-
-
-def _checkpoints(run_dir: Path, checkpoint: str) -> list[Path]:
-    """The newest checkpoint and its rotated predecessors (``<stem>.N<suffix>``) that exist."""
-    newest = run_dir / checkpoint
-    stem, suffix = newest.stem, newest.suffix
-    found = [newest] if newest.is_file() else []
-    found += sorted(run_dir.glob(f"{stem}.[0-9]*{suffix}"))
-    return found
 
 
 def _mtime(path: Path) -> float:

@@ -1,4 +1,4 @@
-"""``baseline eval``: loss, perplexity and bits per byte of a finished run on any text.
+"""``baseline eval``: loss, perplexity and bits per byte of a run on any text.
 
 The run's own tokenizer and model (:func:`baseline.tools.inference.load_run`) score the text the way
 the trainer scores its validation split: the text is cut into segments at the run's segment
@@ -10,12 +10,13 @@ per scored token and ``bpb`` is ``loss / ln 2 * tokens / bytes``, where ``tokens
 token of the stream (end-of-segment tokens included) and ``bytes`` the UTF-8 bytes of the
 segments plus, for each end-of-segment token, the bytes of the delimiter it stands for: the
 definition of ``val_bpb``. The validation segments of a run, written to a file joined by its
-delimiter, therefore score the run's final ``val_loss`` and ``val_bpb``.
+delimiter, therefore score the run's final ``val_loss`` and ``val_bpb``. A run that did not
+finish is scored with its newest checkpoint (:func:`baseline.tools.inference.load_run`), which
+scores that step's ``val_loss``.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -25,7 +26,7 @@ from typing import Any
 import attrs
 
 from baseline.errors import ConfigError, DataError
-from baseline.runs.artifacts import INFERENCE_CONFIG_FILENAME, RUN_CONFIG_FILENAME
+from baseline.runs.layout import RunDirectory
 
 __all__ = ["EvalResult", "check_run_dir", "evaluate_run", "read_text_segments"]
 
@@ -54,6 +55,8 @@ class EvalResult:
     loss: float
     perplexity: float
     bpb: float
+    #: The step of the checkpoint scored (a run that did not finish); ``None``: the final model.
+    checkpoint_step: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         """Plain data for ``--json``."""
@@ -70,28 +73,11 @@ class EvalResult:
 
 
 def check_run_dir(run_dir: str | Path) -> Path:
-    """A finished run directory, or a :class:`DataError` saying what is missing."""
-    path = Path(run_dir)
-    if not path.exists():
-        raise DataError(f"{path}: no such run directory")
-    if not path.is_dir():
-        raise DataError(f"{path}: not a directory; give a run directory")
-    info_path = path / INFERENCE_CONFIG_FILENAME
-    if not info_path.is_file():
-        if (path / RUN_CONFIG_FILENAME).is_file():
-            raise DataError(
-                f"{path}: the run has no final model ({INFERENCE_CONFIG_FILENAME} is missing: it "
-                "did not finish); finish it with --resume, or evaluate a finished run"
-            )
-        raise DataError(f"{path}: not a run directory (no {INFERENCE_CONFIG_FILENAME})")
-    try:
-        info = json.loads(info_path.read_text(encoding="utf-8"))
-        weights = path / str(info["model"]["file"])
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise DataError(f"{info_path}: unreadable ({type(error).__name__})") from None
-    if not weights.is_file():
-        raise DataError(f"{path}: the run has no final model ({weights.name} is missing)")
-    return path
+    """A run directory with weights (finished, or stopped after a checkpoint), or a
+    :class:`DataError` saying what is missing."""
+    from baseline.tools.inference import open_run
+
+    return open_run(run_dir).path
 
 
 def read_text_segments(path: str | Path, delimiter: str) -> list[str]:
@@ -148,11 +134,10 @@ def _checked(segments: Iterable[str]) -> Iterator[str]:
 
 
 def _run_settings(run_dir: Path) -> tuple[int | None, str]:
-    """The run's validation batch size and precision (``run_config.json``), if recorded."""
+    """The run's validation batch size and precision (its run config), if recorded."""
     try:
-        config = json.loads((run_dir / RUN_CONFIG_FILENAME).read_text(encoding="utf-8"))
-        train = config["config"]["train"]
-    except (OSError, ValueError, KeyError, TypeError):
+        train = (RunDirectory(run_dir).read_run_config() or {})["config"]["train"]
+    except (KeyError, TypeError):
         return None, "auto"
     batch = train.get("eval_batch_size") or train.get("batch_size")
     return (int(batch) if batch else None), str(train.get("precision", "auto"))
@@ -166,8 +151,9 @@ def evaluate_run(
     device: str = "auto",
     batch_size: int | None = None,
 ) -> EvalResult:
-    """Score the finished run in ``run_dir`` on the text file ``data`` (cut at the run's
-    delimiter) or on every segment of the ``[dataset]`` of the experiment file ``dataset``."""
+    """Score the run in ``run_dir`` (its final model, or its newest checkpoint when it did not
+    finish) on the text file ``data`` (cut at the run's delimiter) or on every segment of the
+    ``[dataset]`` of the experiment file ``dataset``."""
     if (data is None) == (dataset is None):
         raise ConfigError("give exactly one of a text file and an experiment's dataset")
     if device not in DEVICES:
@@ -176,8 +162,10 @@ def evaluate_run(
         )
     if batch_size is not None and batch_size < 1:
         raise ConfigError(f"must be >= 1, got {batch_size}", key_path="--batch-size")
-    run_path = check_run_dir(run_dir)
-    info = json.loads((run_path / INFERENCE_CONFIG_FILENAME).read_text(encoding="utf-8"))
+    from baseline.tools.inference import inference_info, open_run
+
+    run_path = open_run(run_dir).path
+    info = inference_info(RunDirectory.read(run_path))
     delimiter = str(info.get("end_of_segment_text", ""))
     label = str(data)
     segments: Iterable[str] = ()
@@ -267,4 +255,5 @@ def _score(
         loss=loss,
         perplexity=math.exp(min(loss, 50.0)),
         bpb=loss / math.log(2) * tokens / max(1, text_bytes),
+        checkpoint_step=run.checkpoint_step,
     )

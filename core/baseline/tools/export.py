@@ -1,4 +1,7 @@
-"""``baseline export``: write a finished run as a self-contained Hugging Face directory.
+"""``baseline export``: write a run as a self-contained Hugging Face directory.
+
+A finished run exports its final model; a run that did not finish, its newest checkpoint
+(:func:`baseline.tools.inference.load_run` says which step).
 
 The core knows no Hugging Face format: the conversion belongs to the plugins that own the
 run's model and tokenizer, through their adapters' optional ``export_hf`` methods (see
@@ -22,7 +25,6 @@ import attrs
 from baseline.errors import ConfigError, DataError
 from baseline.plugins.discovery import PluginSet, default_plugins
 from baseline.plugins.protocols import ExportInfo
-from baseline.runs.artifacts import INFERENCE_CONFIG_FILENAME
 
 #: The export formats ``baseline export --format`` accepts.
 FORMATS = ("hf",)
@@ -47,41 +49,36 @@ class ExportResult:
     tokenizer_name: str
 
 
-def check_destination(out_dir: Path, *, overwrite: bool) -> None:
-    """Refuse an ``OUT_DIR`` that is a file, or a non-empty directory without ``overwrite``."""
+#: The marker a previous export leaves in its directory: ``--overwrite`` replaces only such a
+#: directory (nothing else that happens to be at ``OUT_DIR``).
+EXPORT_MARKER = ".baseline-export.json"
+
+
+def check_destination(out_dir: Path, *, overwrite: bool, run_dir: Path | None = None) -> None:
+    """Refuse an ``OUT_DIR`` that is a file, the run itself or a directory above it, or a
+    non-empty directory unless ``overwrite`` is given and it holds a previous export."""
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"{out_dir} is a file; choose a directory path", key_path="OUT_DIR")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
+    if run_dir is not None and run_dir.resolve().is_relative_to(out_dir.resolve()):
+        what = "is the run" if run_dir.resolve() == out_dir.resolve() else "holds the run"
         raise ConfigError(
-            f"{out_dir} exists and is not empty; choose another OUT_DIR or pass --overwrite "
-            "to replace it",
+            f"{out_dir} {what} being exported ({run_dir}); replacing it would delete the run. "
+            "Choose another OUT_DIR",
             key_path="OUT_DIR",
         )
-
-
-def _read_inference_config(run_dir: Path) -> None:
-    """Fail early, with the fix, when ``run_dir`` holds no finished run."""
-    if not run_dir.is_dir():
-        raise DataError(f"{run_dir}: not a directory; give a run directory (RUN_DIR)")
-    if not (run_dir / INFERENCE_CONFIG_FILENAME).is_file():
-        unfinished = any(run_dir.glob("*checkpoint*.pt"))
-        hint = (
-            "training did not finish; resume it with baseline-run ... --resume, then export"
-            if unfinished
-            else "is it a run directory?"
+    if not out_dir.is_dir() or not any(out_dir.iterdir()):
+        return
+    if not overwrite:
+        raise ConfigError(
+            f"{out_dir} exists and is not empty; choose another OUT_DIR or pass --overwrite "
+            "to replace a previous export",
+            key_path="OUT_DIR",
         )
-        raise DataError(
-            f"{run_dir}: has no final model ({INFERENCE_CONFIG_FILENAME} not found); {hint}"
-        )
-    try:
-        info = json.loads((run_dir / INFERENCE_CONFIG_FILENAME).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as error:
-        raise DataError(f"{run_dir / INFERENCE_CONFIG_FILENAME}: unreadable ({error})") from None
-    weights = run_dir / str(info.get("model", {}).get("file", ""))
-    if not weights.is_file():
-        raise DataError(
-            f"{run_dir}: has no final model ({weights.name} not found); train it to the end "
-            "(baseline-run ... --resume), then export"
+    if not (out_dir / EXPORT_MARKER).is_file():
+        raise ConfigError(
+            f"{out_dir} is not a previous export (it has no {EXPORT_MARKER}); --overwrite "
+            "replaces only what baseline export wrote. Choose another OUT_DIR",
+            key_path="OUT_DIR",
         )
 
 
@@ -93,16 +90,19 @@ def export_run(
     overwrite: bool = False,
     plugins: PluginSet | None = None,
 ) -> ExportResult:
-    """Write the finished run in ``run_dir`` to ``out_dir`` in format ``fmt`` (``hf``)."""
-    from baseline.tools.inference import load_run
+    """Write the run in ``run_dir`` (its final model, or its newest checkpoint when it did not
+    finish) to ``out_dir`` in format ``fmt`` (``hf``)."""
+    from baseline.tools.inference import load_run, open_run
 
     if fmt not in FORMATS:
         raise ConfigError(
             f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}", key_path="--format"
         )
     run_path, out_path = Path(run_dir), Path(out_dir)
-    check_destination(out_path, overwrite=overwrite)
-    _read_inference_config(run_path)
+    check_destination(out_path, overwrite=overwrite, run_dir=run_path)
+    if not run_path.is_dir() and run_path.exists():
+        raise DataError(f"{run_path}: not a directory; give a run directory (RUN_DIR)")
+    open_run(run_path)  # fails early, with the fix, when it holds no weights
     plugin_set = plugins or default_plugins()
     run = load_run(run_path, plugins=plugin_set)
     registry = plugin_set.registry
@@ -142,6 +142,8 @@ def export_run(
                 key_path="export",
             )
         files = tuple(sorted(p.name for p in staging.iterdir()))
+        marker = {"run_dir": str(run_path.resolve()), "files": list(files)}
+        (staging / EXPORT_MARKER).write_text(json.dumps(marker, indent=2) + "\n")
         _replace(staging, out_path)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

@@ -27,14 +27,13 @@ from baseline.runs.artifacts import atomic_write_json, atomic_write_with
 from baseline.runs.checkpoint import (
     arrays_to_tensors,
     capture_rng_state,
-    checkpoint_paths,
     load_latest_checkpoint,
     restore_rng_state,
     save_checkpoint,
     tensors_to_arrays,
 )
+from baseline.runs.layout import RunDirectory
 from baseline.runs.sharded_checkpoint import (
-    dcp_checkpoint_paths,
     find_sharded_checkpoint,
     load_sharded_checkpoint,
     save_sharded_checkpoint,
@@ -100,10 +99,9 @@ class CheckpointManager:
         self.dist = dist
         self.sharded = sharded
         self.tokenizer_fingerprint = tokenizer_fingerprint
-        paths = dcp_checkpoint_paths if sharded else checkpoint_paths
-        self.paths = paths(
-            run_dir, config.run.checkpoint_filename, config.run.keep_last_checkpoints
-        )
+        #: The run directory's files (:mod:`baseline.runs.layout`).
+        self.layout = RunDirectory.of(run_dir, config.run, sharded=sharded)
+        self.paths = self.layout.checkpoint_paths(sharded)
         #: The newest checkpoint's path.
         self.path = self.paths[0]
 
@@ -172,13 +170,12 @@ class CheckpointManager:
     def _find(self) -> tuple[Path, dict[str, Any]] | None:
         """The newest usable checkpoint of this run's kind; one of the other kind (a DDP file
         for an FSDP run or the reverse) is a configuration error, not a fresh start."""
-        name = self.config.run.checkpoint_filename
         if self.sharded:
             found = find_sharded_checkpoint(self.paths)
-            saved_with, other = "ddp", checkpoint_paths(self.run_dir, name, 1)[0]
+            saved_with, other = "ddp", self.layout.checkpoint_paths(False)[0]
         else:
             found = load_latest_checkpoint(self.paths)
-            saved_with, other = "fsdp", dcp_checkpoint_paths(self.run_dir, name, 1)[0]
+            saved_with, other = "fsdp", self.layout.checkpoint_paths(True)[0]
         if found is None and other.exists():
             raise ConfigError(
                 f'cannot resume {other}: it was saved with train.parallelism = "{saved_with}" '
@@ -246,12 +243,12 @@ class CheckpointManager:
         state = self.full_state_dict(model)
         if not self.dist.is_main:
             return
-        path = self.run_dir / self.config.run.final_model_filename
+        path = self.layout.final_model
         with writing("final model", path):
             atomic_write_with(path, lambda handle: torch.save(state, handle))
 
     def record_ranks(self, model: torch.nn.Module) -> None:
-        """``ranks.json``: each rank's parameter digest, which must agree under DDP; under FSDP
+        """The ranks record: each rank's parameter digest, which must agree under DDP; under FSDP
         (each rank holds its own shards) the digest of the gathered model."""
         if not self.dist.enabled:
             return
@@ -265,7 +262,7 @@ class CheckpointManager:
                 raise TrainingError(f"ranks ended with different parameters: {digests}")
             record["parameter_digests"] = digests
         if self.dist.is_main:
-            atomic_write_json(self.run_dir / "ranks.json", record)
+            atomic_write_json(self.layout.ranks, record)
 
 
 @contextlib.contextmanager

@@ -68,8 +68,9 @@ def _output_features(module: torch.nn.Module) -> int | None:
     linear layer in transformers, weight ``(in, out)``, width ``nf``); ``None`` otherwise."""
     if isinstance(module, torch.nn.Linear):
         return module.out_features
-    if type(module).__name__ == "Conv1D" and isinstance(getattr(module, "nf", None), int):
-        return int(module.nf)
+    width = getattr(module, "nf", None)
+    if type(module).__name__ == "Conv1D" and isinstance(width, int):
+        return width
     return None
 
 

@@ -36,8 +36,10 @@ from baseline.distributed.wrapping import (
 from baseline.errors import ConfigError, RunInterrupted, TrainingError
 from baseline.metrics.diagnostics import LayerDiagnostics
 from baseline.metrics.router import MetricsPlan, MetricsRouter
+from baseline.plugins.calls import plugin_call
 from baseline.plugins.output_checks import check_logits, component_label
 from baseline.plugins.protocols import MetricRecord, TokenizerAdapter
+from baseline.runs.layout import RunDirectory
 from baseline.train.budget import TrainingBudget
 from baseline.train.checkpointer import CheckpointManager, TrainingState
 from baseline.train.device import autocast, peak_flops, select_device
@@ -70,6 +72,8 @@ class Trainer:
         dist: DistributedContext | None = None,
         plan: MetricsPlan | None = None,
         sampler: Sampler | None = None,
+        *,
+        model_label: str | None = None,
     ) -> None:
         train = self.train_config = config.train
         self.config, self.config_data, self.run_dir = config, config_data, run_dir
@@ -85,7 +89,8 @@ class Trainer:
             train, seed=config.run.seed, rank=self.dist.rank, world_size=self.dist.world_size
         )
         self.tokenizer = tokenizer
-        self.model_label = component_label(
+        #: ``model 'x' from <distribution>``, for errors about the model's output.
+        self.model_label = model_label or component_label(
             "model", str(config_data.get("model", {}).get("name", "model"))
         )
         self.model = model.to(self.device)
@@ -136,7 +141,7 @@ class Trainer:
             tokens_per_byte=data.tokens_per_byte,
             seq_len=train.seq_len,
             sampler=sampler,
-            samples_path=run_dir / "samples.jsonl",
+            samples_path=RunDirectory(run_dir).samples,
         )
         if self.steps_per_epoch < 1:
             raise ConfigError(
@@ -190,7 +195,9 @@ class Trainer:
     def _loss(self, batch: torch.Tensor) -> torch.Tensor:
         batch = batch.to(self.device, non_blocking=True)
         inputs, targets = batch[:, :-1], batch[:, 1:]
-        with self._autocast():
+        # The first forward runs the model's code paths: what it raises names the model.
+        first = contextlib.nullcontext() if self._logits_checked else plugin_call(self.model_label)
+        with self._autocast(), first:
             logits = self.train_model(inputs)
         if not self._logits_checked:
             expected = (*inputs.shape, self.tokenizer.vocab_size)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import subprocess
 import sys
 import time
@@ -19,11 +18,20 @@ import pytest
 from mlflow_store import MlflowRun, read_run, run_ids, seed_default_store
 
 import baseline_mlflow
-from baseline.config import LoggingConfig
 from baseline.errors import ConfigError, PluginError
-from baseline.metrics.router import LAYER_POSITIONS, MetricsPlan, MetricsRouter, diagnostic_of
+from baseline.metrics.router import diagnostic_of
 from baseline.plugins.protocols import LoggerAdapter, LoggerSession, MetricRecord, RunInfo
 from baseline.testing import check_logger_adapter, in_process_plugins
+from baseline.testing.synthetic import (
+    CADENCES,
+    CUDA_EXTRAS,
+    DIAGNOSTICS,
+    STEPS,
+    TOKENS_PER_STEP,
+    TRAIN,
+    VALIDATION,
+    feed_epoch,
+)
 from baseline_mlflow import RUN_ID_FILENAME, MlflowConfig, MlflowLogger
 from baseline_mlflow.logger import (
     RESUME_CHANGES_TAG,
@@ -33,31 +41,6 @@ from baseline_mlflow.logger import (
     run_status,
 )
 
-TOKENS_PER_STEP = 128
-STEPS = 6
-CADENCES = {
-    "diagnostics_every_n_steps": 3,
-    "attention_entropy_every_n_steps": 4,
-    "val_every_n_steps": 5,
-}
-LOGGING = LoggingConfig(log_every_n_steps=2)
-TRAIN = {
-    "train_loss": 3.0,
-    "train_perplexity": math.exp(3.0),
-    "tokens_per_second": 1000.0,
-    "learning_rate": 1e-3,
-    "step_time_ms": 12.5,
-    "global_grad_norm": 0.7,
-}
-CUDA_EXTRAS = {"peak_memory_gib": 1.25, "mfu": 0.31}
-VALIDATION = {"val_loss": 2.5, "val_perplexity": math.exp(2.5), "val_bpb": 1.5}
-DIAGNOSTICS = {
-    "global_grad_norm": 0.7,
-    **{f"activation_norm_{p}": 10.0 + i for i, p in enumerate(LAYER_POSITIONS)},
-    **{f"ln_weight_grad_norm_{p}": 0.1 + i for i, p in enumerate(LAYER_POSITIONS)},
-    **{f"ln_bias_grad_norm_{p}": 0.01 + i for i, p in enumerate(LAYER_POSITIONS)},
-    **{f"attention_entropy_{p}": 2.0 + i for i, p in enumerate(LAYER_POSITIONS)},
-}
 DIAGNOSTIC_TOGGLES = sorted({f"enable_{diagnostic_of(key)}" for key in DIAGNOSTICS})
 TRAIN_KEYS = {k for k in TRAIN if k != "global_grad_norm"} | {"tokens_seen"}
 LAYER_KEYS = {k for k in DIAGNOSTICS if not k.startswith("attention_entropy")}
@@ -112,30 +95,7 @@ def run_info(run_dir: Path, *, start_step: int = 0, config: Any = None) -> RunIn
 
 def feed(session: LoggerSession, config: MlflowConfig) -> None:
     """One epoch of ``STEPS`` steps, routed as the trainer routes its records."""
-    plan = MetricsPlan({"mlflow": config.metrics_request(LOGGING)}, LOGGING.log_every_n_steps)
-    router = MetricsRouter(plan, {"mlflow": session.log})
-    cadence = plan.requests["mlflow"].log_every_n_steps
-    for step in range(1, STEPS + 1):
-
-        def record(phase: str, values: dict[str, float], step: int = step) -> MetricRecord:
-            return MetricRecord(step, step * TOKENS_PER_STEP, 1, phase, values)  # type: ignore[arg-type]
-
-        last = step == STEPS
-        if step % cadence == 0 or last:
-            router.train(record("train", {**TRAIN, **(CUDA_EXTRAS if step == 4 else {})}), cadence)
-        due = plan.diagnostics_due(step)
-        if due:
-            router.diagnostics(
-                record(
-                    "diagnostics", {k: v for k, v in DIAGNOSTICS.items() if diagnostic_of(k) in due}
-                )
-            )
-        if plan.validation_due(step) and not last:
-            router.validation(record("validation", VALIDATION), periodic=True)
-        if last:
-            router.validation(record("validation", VALIDATION), periodic=False)
-            epoch = {"train_loss_epoch": 3.1, "train_perplexity_epoch": math.exp(3.1), **VALIDATION}
-            router.epoch(record("epoch", epoch))
+    feed_epoch("mlflow", config, session.log, range(1, STEPS + 1))
 
 
 def logged(store: str, run_dir: Path, exit_code: int = 0, **fields: Any) -> MlflowRun:

@@ -18,40 +18,22 @@ import pytest
 from tensorboard_events import TensorBoardRun, read_events
 
 import baseline_tensorboard
-from baseline.config import LoggingConfig
 from baseline.errors import ConfigError
-from baseline.metrics.router import LAYER_POSITIONS, MetricsPlan, MetricsRouter, diagnostic_of
+from baseline.metrics.router import diagnostic_of
 from baseline.plugins.protocols import LoggerAdapter, LoggerSession, MetricRecord, RunInfo
 from baseline.testing import check_logger_adapter, in_process_plugins
+from baseline.testing.synthetic import (
+    CADENCES,
+    DIAGNOSTICS,
+    STEPS,
+    TOKENS_PER_STEP,
+    TRAIN,
+    VALIDATION,
+    feed_epoch,
+)
 from baseline_tensorboard import TensorBoardConfig, TensorBoardLogger
 from baseline_tensorboard.logger import TOKENS_SUBDIR, event_dir, tensorboard_scalars
 
-TOKENS_PER_STEP = 128  # batch_size 8 * seq_len 16
-STEPS = 6  # one epoch
-CADENCES = {
-    "diagnostics_every_n_steps": 3,
-    "attention_entropy_every_n_steps": 4,
-    "val_every_n_steps": 5,
-}
-LOGGING = LoggingConfig(log_every_n_steps=2)
-
-TRAIN = {
-    "train_loss": 3.0,
-    "train_perplexity": math.exp(3.0),
-    "tokens_per_second": 1000.0,
-    "learning_rate": 1e-3,
-    "step_time_ms": 12.5,
-    "global_grad_norm": 0.7,
-}
-CUDA_EXTRAS = {"peak_memory_gib": 1.25, "mfu": 0.31}  # only on step 4: a CUDA run's extras
-VALIDATION = {"val_loss": 2.5, "val_perplexity": math.exp(2.5), "val_bpb": 1.5}
-DIAGNOSTICS = {
-    "global_grad_norm": 0.7,
-    **{f"activation_norm_{p}": 10.0 + i for i, p in enumerate(LAYER_POSITIONS)},
-    **{f"ln_weight_grad_norm_{p}": 0.1 + i for i, p in enumerate(LAYER_POSITIONS)},
-    **{f"ln_bias_grad_norm_{p}": 0.01 + i for i, p in enumerate(LAYER_POSITIONS)},
-    **{f"attention_entropy_{p}": 2.0 + i for i, p in enumerate(LAYER_POSITIONS)},
-}
 DIAGNOSTIC_TOGGLES = sorted({f"enable_{diagnostic_of(key)}" for key in DIAGNOSTICS})
 
 TRAIN_TAGS = {f"train/{k}" for k in TRAIN if k != "global_grad_norm"} | {"train/tokens_seen"}
@@ -90,31 +72,8 @@ def run_info(run_dir: Path, *, start_step: int = 0) -> RunInfo:
 
 
 def feed(session: LoggerSession, config: TensorBoardConfig, steps: range = range(1, 7)) -> None:
-    """``steps`` of one epoch of ``STEPS`` steps, routed as the trainer routes its records."""
-    plan = MetricsPlan({"tensorboard": config.metrics_request(LOGGING)}, LOGGING.log_every_n_steps)
-    router = MetricsRouter(plan, {"tensorboard": session.log})
-    cadence = plan.requests["tensorboard"].log_every_n_steps
-    for step in steps:
-
-        def record(phase: str, values: dict[str, float], step: int = step) -> MetricRecord:
-            return MetricRecord(step, step * TOKENS_PER_STEP, 1, phase, values)  # type: ignore[arg-type]
-
-        last = step == STEPS
-        if step % cadence == 0 or last:
-            router.train(record("train", {**TRAIN, **(CUDA_EXTRAS if step == 4 else {})}), cadence)
-        due = plan.diagnostics_due(step)
-        if due:
-            router.diagnostics(
-                record(
-                    "diagnostics", {k: v for k, v in DIAGNOSTICS.items() if diagnostic_of(k) in due}
-                )
-            )
-        if plan.validation_due(step) and not last:
-            router.validation(record("validation", VALIDATION), periodic=True)
-        if last:
-            router.validation(record("validation", VALIDATION), periodic=False)
-            epoch = {"train_loss_epoch": 3.1, "train_perplexity_epoch": math.exp(3.1), **VALIDATION}
-            router.epoch(record("epoch", epoch))
+    """One epoch of ``STEPS`` steps, routed as the trainer routes its records."""
+    feed_epoch("tensorboard", config, session.log, steps)
 
 
 Logged = Callable[..., tuple[TensorBoardRun, TensorBoardRun]]

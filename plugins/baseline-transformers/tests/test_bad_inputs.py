@@ -138,10 +138,7 @@ def test_export_of_a_run_without_final_model(tmp_path: Path) -> None:
     (run_dir / "baseline_checkpoint.pt").write_bytes(b"")
     result = cli("export", str(run_dir), str(tmp_path / "out"))
     assert result.returncode == 2
-    assert result.stderr == (
-        f"error: {run_dir}: has no final model (inference_config.json not found); training did "
-        "not finish; resume it with baseline-run ... --resume, then export\n"
-    )
+    assert result.stderr == f"error: {run_dir}: not a run directory (no run_config.json)\n"
     assert not (tmp_path / "out").exists()
 
 
@@ -153,7 +150,7 @@ def test_export_into_a_non_empty_dir_is_refused_unless_overwrite(tmp_path: Path)
     assert result.returncode == 2
     assert result.stderr == (
         f"error: OUT_DIR: {out} exists and is not empty; choose another OUT_DIR or pass "
-        "--overwrite to replace it\n"
+        "--overwrite to replace a previous export\n"
     )
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
     assert (out / "keep.txt").read_text() == "mine"
@@ -166,24 +163,24 @@ def test_a_failed_export_leaves_nothing(tmp_path: Path) -> None:
     from baseline.testing import tiny_experiment_data
 
     data = tiny_experiment_data(tmp_path / "work")
-    data["model"]["position_encoding"] = "rope"  # with layernorm: neither GPT-2 nor Llama
+    data["model"]["mlp"] = "swiglu"  # with layernorm: neither GPT-2, Persimmon nor Llama
     data["train"].update(epochs=1, max_steps=2)
     run(data)
     out = tmp_path / "out"
     with pytest.raises(ConfigError) as caught:
         export_run(tmp_path / "work" / "runs" / "tiny", out)
-    assert one_line(caught.value).startswith(
-        'model.position_encoding: rope with norm = "layernorm"'
-    )
+    assert one_line(caught.value).startswith('model.mlp: swiglu with norm = "layernorm"')
     assert sorted(p.name for p in tmp_path.iterdir()) == ["work"]
 
 
 @pytest.mark.parametrize(
     ("options", "key"),
     [
-        ({"position_encoding": "rope"}, "position_encoding"),
         ({"mlp": "swiglu"}, "mlp"),
+        ({"position_encoding": "rope", "mlp": "swiglu"}, "mlp"),
         ({"n_kv_heads": 2}, "n_kv_heads"),
+        ({"position_encoding": "rope", "qk_norm": True, "n_kv_heads": 2}, "n_kv_heads"),
+        # learned positions with q/k LayerNorm: no transformers architecture has both
         ({"qk_norm": True}, "qk_norm"),
         ({"norm": "rmsnorm"}, "position_encoding"),
         ({"norm": "rmsnorm", "position_encoding": "rope", "mlp": "gelu"}, "mlp"),

@@ -1,4 +1,6 @@
-"""Real training runs with ``logging.provider = ["wandb"]``, read back from the ``.wandb`` file.
+"""Real training runs with ``logging.provider = ["wandb"]``, read back from the ``.wandb`` file:
+what only W&B shows. The logger contract (cadence, validation, resume, crashes, two
+processes) is in ``test_wandb_contract.py``, which needs only the core.
 
 Needs the standard plugins (local_text, bpe, baseline_decoder, holdout); the nox ``plugin``
 session installs this plugin alone with the core, and then these tests are skipped.
@@ -6,7 +8,6 @@ session installs this plugin alone with the core, and then these tests are skipp
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import re
@@ -14,7 +15,6 @@ import signal
 import subprocess
 import sys
 import time
-import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -27,19 +27,19 @@ pytest.importorskip("baseline_decoder")
 pytest.importorskip("baseline_holdout")
 
 import torch
-from wandb_transaction_log import WandbRun, read_run, read_runs
+from wandb_transaction_log import WandbRun, read_run
 
 from baseline.cli import main, run_main
-from baseline.config import LoggerConfig, ModelConfig
-from baseline.errors import ConfigError, RunInterrupted
+from baseline.config import ModelConfig
+from baseline.errors import ConfigError
 from baseline.experiment.loading import experiment_from_data, experiment_to_data, load_experiment
 from baseline.experiment.validation import validate_experiment_config
 from baseline.metrics.router import LAYER_POSITIONS
 from baseline.pipeline import model_pipeline
 from baseline.plugins.discovery import default_plugins
 from baseline.plugins.hookspecs import hookimpl
-from baseline.plugins.protocols import MetricRecord, RunInfo
-from baseline.testing import tiny_experiment_data, using_plugins
+from baseline.testing import tiny_experiment_data, using_plugins, write_experiment
+from baseline.testing.synthetic import unlisted_fields
 from baseline_wandb import RUN_ID_FILENAME, WandbMetricsConfig
 
 REPO = Path(__file__).resolve().parents[3]
@@ -102,36 +102,6 @@ def train(data: dict[str, Any], plugins: Any = None) -> Path:
 def metrics_jsonl(run_dir: Path) -> list[dict[str, Any]]:
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
     return [json.loads(line) for line in lines]
-
-
-def toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)  # a JSON string is a TOML basic string
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    raise TypeError(type(value))
-
-
-def write_toml(path: Path, data: dict[str, Any]) -> Path:
-    lines: list[str] = []
-
-    def table(prefix: str, content: dict[str, Any]) -> None:
-        if prefix:
-            lines.append(f"[{prefix}]")
-        for key, value in content.items():
-            if not isinstance(value, dict):
-                lines.append(f"{key} = {toml_value(value)}")
-        for key, value in content.items():
-            if isinstance(value, dict):
-                table(f"{prefix}.{key}" if prefix else key, value)
-
-    table("", data)
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -268,82 +238,7 @@ def test_the_experiment_round_trips_through_the_loader() -> None:
     assert again["logging"]["wandb"]["tags"] == ["a", "b"]
 
 
-# -- interrupted, crashed and resumed runs -----------------------------------------------------
-
-
-@attrs.frozen(kw_only=True)
-class FaultConfig(LoggerConfig):
-    #: Step whose train record triggers the fault (-1: never).
-    step: int = -1
-    #: ``sigterm`` (a graceful stop, exit 143) or ``raise`` (a crash, exit 1).
-    action: str = "sigterm"
-
-
-class Fault:
-    """A logger that stops or crashes its own run at a chosen step."""
-
-    def __init__(self, config: FaultConfig) -> None:
-        self.config = config
-
-    def start(self, run: RunInfo) -> Fault:
-        return self
-
-    def log(self, record: MetricRecord) -> None:
-        if record.phase == "train" and record.step == self.config.step:
-            if self.config.action == "raise":
-                raise RuntimeError("boom")
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    def finish(self, exit_code: int) -> None:
-        pass
-
-
-class FaultPlugin:
-    @hookimpl
-    def baseline_register_loggers(self, register: Any) -> None:
-        register("fault", FaultConfig, Fault)
-
-
-def with_fault(data: dict[str, Any], step: int, action: str) -> dict[str, Any]:
-    data = copy.deepcopy(data)
-    data["logging"]["provider"] = ["wandb", "fault"]
-    data["logging"]["fault"] = {"step": step, "action": action}
-    return data
-
-
-def test_sigterm_then_resume_continues_the_same_wandb_run(
-    tmp_path: Path, straight: tuple[Path, WandbRun]
-) -> None:
-    stop = 9  # the fault logger sees train records every 3 steps (logging.log_every_n_steps)
-    data = with_fault(experiment(tmp_path), stop, "sigterm")
-    with using_plugins(FaultPlugin()) as plugins:
-        with pytest.raises(RunInterrupted) as caught:
-            train(data, plugins)
-        assert caught.value.exit_code == 143
-        data["logging"]["fault"]["step"] = -1
-        data["run"]["resume_from_checkpoint"] = True
-        run_dir = train(data, plugins)
-    stopped, resumed = read_runs(run_dir)
-    assert (stopped.exit_code, resumed.exit_code) == (143, 0)
-    assert stopped.run_id == resumed.run_id == (run_dir / RUN_ID_FILENAME).read_text().strip()
-    assert max(stopped.rows) == stop and min(resumed.rows) == stop + 1
-    # Together they hold exactly what the uninterrupted run logged, with the same losses.
-    whole = straight[1].rows
-    joined = {**stopped.rows, **resumed.rows}
-    assert {s: set(r) for s, r in joined.items()} == {s: set(r) for s, r in whole.items()}
-    for step, row in joined.items():
-        for key in ("train_loss", "val_loss", "global_grad_norm", "attention_entropy_last"):
-            if key in row:
-                assert row[key] == pytest.approx(whole[step][key], rel=1e-5), (step, key)
-
-
-def test_a_crash_finishes_the_wandb_run_with_exit_code_1(tmp_path: Path) -> None:
-    data = with_fault(experiment(tmp_path), 6, "raise")  # its train records: every 3 steps
-    with using_plugins(FaultPlugin()) as plugins, pytest.raises(RuntimeError, match="boom"):
-        train(data, plugins)
-    run = read_run(tmp_path / "runs" / "tiny")
-    assert run.exit_code == 1
-    assert max(run.rows) == 6
+# -- interrupted runs and start failures -----------------------------------------------------
 
 
 def test_ctrl_c_on_the_process_group_records_exit_130(tmp_path: Path) -> None:
@@ -352,7 +247,7 @@ def test_ctrl_c_on_the_process_group_records_exit_130(tmp_path: Path) -> None:
     data = experiment(tmp_path)
     data["train"]["epochs"] = 50
     data["run"]["checkpoint_every_n_steps"] = 1
-    write_toml(tmp_path / "exp.toml", data)
+    write_experiment(tmp_path / "exp.toml", data)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("BASELINE_DEBUG", None)
     process = subprocess.Popen(
@@ -385,7 +280,7 @@ def test_online_without_an_api_key_stops_the_run_with_one_line(
 ) -> None:
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    write_toml(tmp_path / "exp.toml", experiment(tmp_path, mode="online"))
+    write_experiment(tmp_path / "exp.toml", experiment(tmp_path, mode="online"))
     monkeypatch.chdir(tmp_path)
     began = time.perf_counter()
     code = run_main(["exp.toml"])
@@ -432,7 +327,7 @@ def test_attention_entropy_is_refused_for_a_model_without_it(
 ) -> None:
     data = experiment(tmp_path)
     data["model"] = {"name": "no_entropy"}
-    write_toml(tmp_path / "exp.toml", data)
+    write_experiment(tmp_path / "exp.toml", data)
     monkeypatch.chdir(tmp_path)
     with using_plugins(NoEntropyPlugin()) as plugins:
         with pytest.raises(ConfigError) as caught:
@@ -462,9 +357,4 @@ def test_the_shipped_wandb_experiment_lists_every_field_with_the_defaults() -> N
     assert config.logging.provider == ("console", "wandb")
     assert config.logging.loggers["wandb"] == WandbMetricsConfig()
     assert "baseline-wandb>=0.1" in config.run.requires
-    text = EXPERIMENT.read_text(encoding="utf-8")
-    table = tomllib.loads(text)["logging"]["wandb"]
-    for field in attrs.fields(WandbMetricsConfig):
-        written = field.name in table
-        commented = re.search(rf"^#\s*{field.name}\s*=", text, re.MULTILINE)
-        assert written or commented, f"{field.name} is not listed in {EXPERIMENT.name}"
+    assert unlisted_fields(EXPERIMENT, "wandb", WandbMetricsConfig) == []

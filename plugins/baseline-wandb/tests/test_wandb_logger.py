@@ -8,7 +8,6 @@ records of its cadence and the diagnostics it enabled on their steps.
 from __future__ import annotations
 
 import json
-import math
 import os
 import subprocess
 import sys
@@ -23,41 +22,22 @@ import pytest
 from wandb_transaction_log import WandbRun, read_run, read_runs, wandb_files
 
 import baseline_wandb
-from baseline.config import LoggingConfig
 from baseline.errors import ConfigError, PluginError
-from baseline.metrics.router import LAYER_POSITIONS, MetricsPlan, MetricsRouter, diagnostic_of
+from baseline.metrics.router import diagnostic_of
 from baseline.plugins.protocols import LoggerAdapter, LoggerSession, MetricRecord, RunInfo
 from baseline.testing import check_logger_adapter, in_process_plugins
+from baseline.testing.synthetic import (
+    CADENCES,
+    CUDA_EXTRAS,
+    DIAGNOSTICS,
+    STEPS,
+    TOKENS_PER_STEP,
+    TRAIN,
+    VALIDATION,
+    feed_epoch,
+)
 from baseline_wandb import RUN_ID_FILENAME, WandbLogger, WandbMetricsConfig, WandbSession
 from baseline_wandb.logger import NO_API_KEY_MESSAGE, _start_error
-
-TOKENS_PER_STEP = 128
-STEPS = 6  # one epoch
-CADENCES = {
-    "diagnostics_every_n_steps": 3,
-    "attention_entropy_every_n_steps": 4,
-    "val_every_n_steps": 5,
-}
-LOGGING = LoggingConfig(log_every_n_steps=2)
-
-TRAIN = {
-    "train_loss": 3.0,
-    "train_perplexity": math.exp(3.0),
-    "tokens_per_second": 1000.0,
-    "learning_rate": 1e-3,
-    "step_time_ms": 12.5,
-    "global_grad_norm": 0.7,
-}
-#: Only on step 4: a CUDA run's extras.
-CUDA_EXTRAS = {"peak_memory_gib": 1.25, "mfu": 0.31}
-VALIDATION = {"val_loss": 2.5, "val_perplexity": math.exp(2.5), "val_bpb": 1.5}
-DIAGNOSTICS = {
-    "global_grad_norm": 0.7,
-    **{f"activation_norm_{p}": 10.0 + i for i, p in enumerate(LAYER_POSITIONS)},
-    **{f"ln_weight_grad_norm_{p}": 0.1 + i for i, p in enumerate(LAYER_POSITIONS)},
-    **{f"ln_bias_grad_norm_{p}": 0.01 + i for i, p in enumerate(LAYER_POSITIONS)},
-    **{f"attention_entropy_{p}": 2.0 + i for i, p in enumerate(LAYER_POSITIONS)},
-}
 
 #: W&B key -> the toggle that turns it off (``None``: always logged when the core sends it).
 TOGGLE_OF = {
@@ -139,32 +119,7 @@ def run_record(run: WandbRun) -> Any:
 
 def feed(session: LoggerSession, config: WandbMetricsConfig) -> None:
     """One epoch of ``STEPS`` steps, routed as the trainer routes its records."""
-    plan = MetricsPlan({"wandb": config.metrics_request(LOGGING)}, LOGGING.log_every_n_steps)
-    router = MetricsRouter(plan, {"wandb": session.log})
-    cadence = plan.requests["wandb"].log_every_n_steps
-    for step in range(1, STEPS + 1):
-        tokens = step * TOKENS_PER_STEP
-
-        def record(phase: str, values: dict[str, float], step: int = step) -> MetricRecord:
-            return MetricRecord(step, step * TOKENS_PER_STEP, 1, phase, values)  # type: ignore[arg-type]
-
-        last = step == STEPS
-        if step % cadence == 0 or last:
-            router.train(record("train", {**TRAIN, **(CUDA_EXTRAS if step == 4 else {})}), cadence)
-        due = plan.diagnostics_due(step)
-        if due:
-            router.diagnostics(
-                record(
-                    "diagnostics", {k: v for k, v in DIAGNOSTICS.items() if diagnostic_of(k) in due}
-                )
-            )
-        if plan.validation_due(step) and not last:
-            router.validation(record("validation", VALIDATION), periodic=True)
-        if last:
-            router.validation(record("validation", VALIDATION), periodic=False)
-            epoch = {"train_loss_epoch": 3.1, "train_perplexity_epoch": math.exp(3.1), **VALIDATION}
-            router.epoch(record("epoch", epoch))
-        assert tokens == step * TOKENS_PER_STEP
+    feed_epoch("wandb", config, session.log, range(1, STEPS + 1))
 
 
 @pytest.fixture(scope="module")

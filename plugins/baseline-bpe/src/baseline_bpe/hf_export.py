@@ -6,10 +6,14 @@ the special ids added as special tokens after the learned vocabulary, so every i
 number: ``<|endofsegment|>`` (the end-of-segment id, the EOS) and ``<|special_1|>``, ...
 for the other special ids. Like the ``bpe`` tokenizer, it never encodes text to a special id
 (``split_special_tokens``): the text ``<|endofsegment|>`` is split as ordinary text.
+
+``tokenizer_config.json`` names the class ``PreTrainedTokenizerFast``, which the
+``AutoTokenizer`` of transformers 4.x and 5.x both load.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from tokenizers import AddedToken, Tokenizer
@@ -60,3 +64,14 @@ def export_bpe(
         model_max_length=info.seq_len,
     )
     fast.save_pretrained(directory)
+    _name_a_class_both_versions_know(directory / "tokenizer_config.json")
+
+
+def _name_a_class_both_versions_know(path: Path) -> None:
+    """transformers 5.x names its fast tokenizer class ``TokenizersBackend``, which 4.x's
+    ``AutoTokenizer`` does not know; ``PreTrainedTokenizerFast`` loads in both (5.x keeps it
+    as an alias)."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if data.get("tokenizer_class") != "PreTrainedTokenizerFast":
+        data["tokenizer_class"] = "PreTrainedTokenizerFast"
+        path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")

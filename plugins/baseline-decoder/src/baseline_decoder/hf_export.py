@@ -1,20 +1,31 @@
 """``baseline_decoder`` onto the equivalent ``transformers`` architecture (``baseline export``).
 
-Imports ``transformers`` (an optional dependency: ``pip install baseline-decoder[hf]``). Three
+Imports ``transformers`` (an optional dependency: ``pip install baseline-decoder[hf]``). Four
 targets cover the variants whose computation ``transformers`` has:
 
 - ``GPT2LMHeadModel``: LayerNorm, a GELU (tanh) or squared-ReLU MLP, learned positions,
   one key/value head per query head, no q/k norm. Missing biases are written as zeros.
+- ``PersimmonForCausalLM``: LayerNorm, a GELU (tanh) or squared-ReLU MLP, RoPE on every
+  channel (``partial_rotary_factor = 1``), one key/value head per query head, with or without
+  q/k LayerNorm per head before RoPE (``qk_layernorm``; the decoder's default). Persimmon
+  always has biases (linear layers and norms): missing ones are written as zeros.
 - ``LlamaForCausalLM``: RMSNorm, SwiGLU, RoPE, any key/value head count, no q/k norm;
   ``bias`` maps to ``attention_bias`` and ``mlp_bias``.
 - ``Qwen3ForCausalLM``: Llama plus q/k RMSNorm per head before RoPE (the decoder's
   placement), without biases (Qwen3's MLP has none).
 
-Any other combination raises a one-line ``ConfigError`` naming the option.
+Any other combination raises a one-line ``ConfigError`` naming the option: learned positions
+with q/k norm or with ``norm = "rmsnorm"``, grouped-query attention or SwiGLU with LayerNorm,
+GELU or squared ReLU with RMSNorm, and biases with RMSNorm q/k norm.
+
+``config.json`` is readable by transformers 4.x and 5.x alike: the RoPE settings are written
+both as 5.x's ``rope_parameters`` and as 4.x's top-level ``rope_theta`` (and, for Persimmon,
+``partial_rotary_factor``), so neither version falls back to its default base.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +40,8 @@ NORM_EPS = 1e-5
 
 
 def target_architecture(config: BaselineDecoderConfig) -> str:
-    """``gpt2``, ``llama`` or ``qwen3``; a ``ConfigError`` naming the option without one."""
+    """``gpt2``, ``persimmon``, ``llama`` or ``qwen3``; a ``ConfigError`` naming the option
+    without one."""
 
     def refuse(key: str, why: str) -> ConfigError:
         return ConfigError(
@@ -39,14 +51,16 @@ def target_architecture(config: BaselineDecoderConfig) -> str:
         )
 
     if config.norm == "layernorm":
-        if config.position_encoding != "learned":
-            raise refuse("position_encoding", 'rope with norm = "layernorm" (GPT-2 style)')
         if config.mlp == "swiglu":
-            raise refuse("mlp", 'swiglu with norm = "layernorm" (GPT-2 style)')
+            raise refuse("mlp", 'swiglu with norm = "layernorm" (GPT-2 or Persimmon style)')
         if config.kv_heads != config.n_heads:
             raise refuse("n_kv_heads", 'grouped-query attention with norm = "layernorm"')
+        if config.position_encoding == "rope":
+            return "persimmon"
         if config.qk_norm:
-            raise refuse("qk_norm", 'qk_norm with norm = "layernorm"')
+            raise refuse(
+                "qk_norm", 'qk_norm with learned positions and norm = "layernorm" (GPT-2 style)'
+            )
         return "gpt2"
     if config.position_encoding != "rope":
         raise refuse("position_encoding", 'learned positions with norm = "rmsnorm"')
@@ -93,6 +107,28 @@ def export_decoder(
         )
         weights = _gpt2_weights(state, config)
         model_cls: Any = transformers.GPT2LMHeadModel
+    elif architecture == "persimmon":
+        hf_config = transformers.PersimmonConfig(
+            vocab_size=info.vocab_size,
+            hidden_size=config.d_model,
+            intermediate_size=config.mlp_hidden,
+            num_hidden_layers=config.layers,
+            num_attention_heads=config.n_heads,
+            # F.gelu(approximate="tanh") exactly (gelu_new computes the same formula by hand)
+            hidden_act="gelu_pytorch_tanh" if config.mlp == "gelu" else "relu2",
+            max_position_embeddings=info.seq_len,
+            layer_norm_eps=NORM_EPS,
+            qk_layernorm=config.qk_norm,
+            hidden_dropout=0.0,
+            attention_dropout=0.0,
+            tie_word_embeddings=config.tie_embeddings,
+            # 5.x reads rope_parameters, 4.x the top-level keys (each ignores the other's)
+            rope_parameters=_rope_parameters(config, partial_rotary_factor=1.0),
+            rope_theta=config.rope_base,
+            partial_rotary_factor=1.0,
+        )
+        weights = _persimmon_weights(state, config)
+        model_cls = transformers.PersimmonForCausalLM
     else:
         common = {
             "vocab_size": info.vocab_size,
@@ -105,7 +141,8 @@ def export_decoder(
             "hidden_act": "silu",
             "max_position_embeddings": info.seq_len,
             "rms_norm_eps": NORM_EPS,
-            "rope_parameters": {"rope_type": "default", "rope_theta": config.rope_base},
+            "rope_parameters": _rope_parameters(config),
+            "rope_theta": config.rope_base,  # what transformers 4.x reads
             "attention_bias": config.bias,
             "attention_dropout": 0.0,
             "tie_word_embeddings": config.tie_embeddings,
@@ -134,6 +171,27 @@ def export_decoder(
         eos_token_id=info.end_of_segment_id, pad_token_id=info.end_of_segment_id
     )
     hf_model.save_pretrained(directory)
+    _write_rope_for_both_versions(directory / "config.json", architecture, config)
+
+
+def _rope_parameters(config: BaselineDecoderConfig, **extra: float) -> dict[str, Any]:
+    """transformers 5.x's ``rope_parameters``: plain RoPE with the decoder's base."""
+    return {"rope_type": "default", "rope_theta": config.rope_base, **extra}
+
+
+def _write_rope_for_both_versions(
+    path: Path, architecture: str, config: BaselineDecoderConfig
+) -> None:
+    """Add 4.x's top-level RoPE keys to a ``config.json`` written by 5.x (which keeps only
+    ``rope_parameters``): without them 4.x silently uses its defaults (base 10000; Persimmon
+    also rotates only half of each head)."""
+    if architecture == "gpt2":
+        return
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data.setdefault("rope_theta", config.rope_base)
+    if architecture == "persimmon":
+        data.setdefault("partial_rotary_factor", 1.0)
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def _gpt2_weights(state: dict[str, torch.Tensor], config: BaselineDecoderConfig) -> dict[str, Any]:
@@ -197,4 +255,48 @@ def _llama_weights(state: dict[str, torch.Tensor], config: BaselineDecoderConfig
         if config.qk_norm:
             out[f"{dst}self_attn.q_norm.weight"] = state[f"{src}attn.q_norm.weight"]
             out[f"{dst}self_attn.k_norm.weight"] = state[f"{src}attn.k_norm.weight"]
+    return out
+
+
+def _persimmon_weights(
+    state: dict[str, torch.Tensor], config: BaselineDecoderConfig
+) -> dict[str, Any]:
+    """Persimmon names. Its fused ``query_key_value`` holds each head's q, k and v rows
+    together (``(heads, 3, head_dim)``), the decoder's ``qkv`` all q rows, then all k, then
+    all v (``(3, heads, head_dim)``); the rows are regrouped. Absent biases become zeros."""
+    d, heads, head = config.d_model, config.n_heads, config.head_size
+
+    def bias(name: str, size: int) -> torch.Tensor:
+        return state.get(name, torch.zeros(size))
+
+    def per_head(rows: torch.Tensor) -> torch.Tensor:
+        grouped = rows.reshape(3, heads, head, *rows.shape[1:]).transpose(0, 1)
+        return grouped.reshape(rows.shape).contiguous()
+
+    out: dict[str, Any] = {
+        "model.embed_tokens.weight": state["token_embedding.weight"],
+        "model.final_layernorm.weight": state["ln_final.weight"],
+        "model.final_layernorm.bias": bias("ln_final.bias", d),
+        "lm_head.weight": state["lm_head.weight"],
+    }
+    for i in range(config.layers):
+        src, dst = f"blocks.{i}.", f"model.layers.{i}."
+        pairs = {
+            "input_layernorm": ("ln_attn", d),
+            "post_attention_layernorm": ("ln_mlp", d),
+            "self_attn.query_key_value": ("attn.qkv", 3 * d),
+            "self_attn.dense": ("attn.proj", d),
+            "mlp.dense_h_to_4h": ("mlp.fc", config.mlp_hidden),
+            "mlp.dense_4h_to_h": ("mlp.proj", d),
+        }
+        if config.qk_norm:
+            pairs["self_attn.q_layernorm"] = ("attn.q_norm", head)
+            pairs["self_attn.k_layernorm"] = ("attn.k_norm", head)
+        for hf_name, (name, size) in pairs.items():
+            weight = state[f"{src}{name}.weight"]
+            bias_ = bias(f"{src}{name}.bias", size)
+            if name == "attn.qkv":
+                weight, bias_ = per_head(weight), per_head(bias_)
+            out[f"{dst}{hf_name}.weight"] = weight
+            out[f"{dst}{hf_name}.bias"] = bias_
     return out

@@ -74,14 +74,20 @@ class HFTextDataset:
 
     def segments(self) -> Iterator[str]:
         """Yield the split's non-blank texts in dataset order, at most ``max_segments``."""
+        for text, _ in self.segments_with_sources():
+            yield text
+
+    def segments_with_sources(self) -> Iterator[tuple[str, str]]:
+        """Yield ``(text, "row N")`` for each segment of :meth:`segments`: ``N`` is the row's
+        index in the split (blank rows count)."""
         digest = hashlib.sha256()
         count = 0
-        for text in self._texts():
+        for row, text in self._texts():
             data = text.encode("utf-8", "surrogatepass")
             digest.update(len(data).to_bytes(8, "little"))
             digest.update(data)
             count += 1
-            yield text
+            yield text, f"row {row}"
         if not count:
             raise ConfigError(
                 f"{self._label}: column {self.config.text_column!r} of split "
@@ -101,7 +107,7 @@ class HFTextDataset:
 
     # -- reading ------------------------------------------------------------------------
 
-    def _texts(self) -> Iterator[str]:
+    def _texts(self) -> Iterator[tuple[int, str]]:
         rows = self._load()
         limit = self.config.max_segments
         count = 0
@@ -116,7 +122,7 @@ class HFTextDataset:
                 )
             if not value.strip():
                 continue
-            yield value
+            yield index, value
             count += 1
             if limit is not None and count >= limit:
                 return

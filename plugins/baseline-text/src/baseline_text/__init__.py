@@ -46,20 +46,25 @@ class LocalTextDataset:
     def __init__(self, config: LocalTextDatasetConfig) -> None:
         self.config = config
         self._segments: list[str] | None = None
+        #: ``(name, segments)`` of each file read, in order: the source of each segment.
+        self._file_counts: list[tuple[str, int]] = []
         self._digest = ""
 
     def _read(self) -> list[str]:
         files = self.files()
         digest = hashlib.sha256()
         segments: list[str] = []
+        self._file_counts = []
         for name, path in files:
             raw, text = _read_text(path)
             if len(files) > 1:  # names and contents; one file keeps the digest of its bytes
                 digest.update(f"{len(name.encode())}:{name}:{len(raw)}:".encode())
             digest.update(raw)
+            before = len(segments)
             segments.extend(
                 segment for segment in text.split(self.config.segment_delimiter) if segment.strip()
             )
+            self._file_counts.append((name, len(segments) - before))
         self._digest = digest.hexdigest()
         if not segments:
             what = f"{self.config.path} ({len(files)} files)" if len(files) > 1 else files[0][1]
@@ -115,6 +120,17 @@ class LocalTextDataset:
         if self._segments is None:
             self._segments = self._read()
         yield from self._segments
+
+    def segments_with_sources(self) -> Iterator[tuple[str, str]]:
+        """Yield ``(segment, file)`` for each segment of :meth:`segments`: ``file`` is the
+        name :meth:`files` gives the file it comes from."""
+        if self._segments is None:
+            self._segments = self._read()
+        position = 0
+        for name, count in self._file_counts:
+            for segment in self._segments[position : position + count]:
+                yield segment, name
+            position += count
 
 
 def _read_text(path: Path) -> tuple[bytes, str]:

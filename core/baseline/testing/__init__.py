@@ -12,6 +12,10 @@ Typical use in a plugin's own tests::
         assert plugin_set.registry.get("dataset", "my_dataset")
 
 Every check raises ``AssertionError`` with a message naming the broken rule.
+
+A logger plugin runs the logger contract suite, :class:`baseline.testing.loggers.LoggerContract`
+(also importable from here; it needs pytest), on real tiny runs through the components of
+:mod:`baseline.testing.components`, which need nothing but the core.
 """
 
 from __future__ import annotations
@@ -29,9 +33,11 @@ import numpy as np
 
 from baseline.config import TokenizerConfig, path_field
 from baseline.data.fit_record import whole_corpus_source
+from baseline.data.segments import SegmentList, split_protocol
 from baseline.plugins.discovery import PluginSet, PluginSource, activated, discover
 from baseline.plugins.hookspecs import Register, hookimpl
 from baseline.plugins.protocols import (
+    SEGMENTS_SPLIT_PROTOCOL,
     DatasetAdapter,
     FitSource,
     LoggerAdapter,
@@ -41,9 +47,17 @@ from baseline.plugins.protocols import (
     SplitAdapter,
     TokenizerAdapter,
 )
+from baseline.testing.components import (
+    ContractPlugin,
+    contract_experiment_data,
+    write_experiment,
+)
 
 __all__ = [
     "SAMPLE_TEXTS",
+    "ContractPlugin",
+    "LoggedRun",
+    "LoggerContract",
     "RecordingTokenizer",
     "RecordingTokenizerConfig",
     "RecordingTokenizerPlugin",
@@ -52,10 +66,12 @@ __all__ = [
     "check_model_adapter",
     "check_split_adapter",
     "check_tokenizer_adapter",
+    "contract_experiment_data",
     "in_process_plugins",
     "read_fit_recording",
     "tiny_experiment_data",
     "using_plugins",
+    "write_experiment",
 ]
 
 #: Texts with ASCII, accents, CJK, emoji, whitespace runs and newlines, for round trips.
@@ -68,6 +84,15 @@ SAMPLE_TEXTS = (
     "emoji 🙂🚀 and symbols <|> {} [] \\",
     "a",
 )
+
+
+def __getattr__(name: str) -> Any:
+    """``LoggerContract`` and ``LoggedRun``, imported on first use (they need pytest)."""
+    if name in ("LoggerContract", "LoggedRun"):
+        from baseline.testing import loggers
+
+        return getattr(loggers, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def in_process_plugins(
@@ -315,24 +340,32 @@ def _assert_logits(logits: Any, expected: tuple[int, int, int], when: str = "") 
     assert tuple(logits.shape) == expected, f"{rule}, got shape {tuple(logits.shape)}"
 
 
-def check_split_adapter(adapter: SplitAdapter, segment_byte_counts: Sequence[int]) -> Any:
+def check_split_adapter(
+    adapter: SplitAdapter, segments: Sequence[int] | Sequence[str] | Sequence[tuple[str, str]]
+) -> Any:
     """Train and validation are disjoint, in range, non-empty, and deterministic.
 
-    ``segment_byte_counts`` are the segments' UTF-8 sizes (what the core gives a split: it
-    runs before tokenization). The adapter gets them read-only, as the core may pass a
-    memory map.
+    ``segments`` are the segments' UTF-8 sizes (ints: protocol 1 only), texts, or
+    ``(text, source)`` pairs. A split of protocol 2 gets them as ``Segments``, one of protocol 1
+    their sizes, read-only, as the core may pass a memory map.
     """
-    counts = np.array(segment_byte_counts, dtype=np.int64)
-    counts.setflags(write=False)
     assert isinstance(adapter, SplitAdapter), "adapter has no split() method"
-    plan = adapter.split(counts)
+    texts = not all(isinstance(item, int | np.integer) for item in segments)
+    given: Any = SegmentList.of(segments) if texts else None  # type: ignore[arg-type]
+    if split_protocol(adapter) == SEGMENTS_SPLIT_PROTOCOL:
+        assert given is not None, "a split of split_protocol 2 needs texts, not sizes"
+    else:
+        given = given.sizes if texts else np.array(segments, dtype=np.int64)
+        given.setflags(write=False)
+    counts = np.zeros(len(given))
+    plan = adapter.split(given)
     train, validation = np.asarray(plan.train), np.asarray(plan.validation)
     assert len(train) and len(validation), "both sides of the split must be non-empty"
     for name, side in (("train", train), ("validation", validation)):
         assert side.min() >= 0 and side.max() < len(counts), f"{name} indices out of range"
         assert len(np.unique(side)) == len(side), f"{name} repeats a segment"
     assert not np.intersect1d(train, validation).size, "a segment is in both train and validation"
-    again = adapter.split(counts)
+    again = adapter.split(given)
     assert np.array_equal(again.train, plan.train), "split is not deterministic"
     assert np.array_equal(again.validation, plan.validation), "split is not deterministic"
     return plan
