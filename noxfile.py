@@ -8,6 +8,7 @@ wheel instead of resolving a newer CUDA build.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import nox
@@ -47,6 +48,10 @@ OFFLINE_ENV = {
     "DO_NOT_TRACK": "true",
     "TOKENIZERS_PARALLELISM": "false",
 }
+
+
+#: Every kind `baseline new-plugin` writes: `nox -s scaffold` generates one plugin with all.
+SCAFFOLD_KINDS = ("dataset", "tokenizer", "model", "split", "logger")
 
 
 def _install_torch_first(session: nox.Session) -> None:
@@ -91,6 +96,21 @@ def plugin(session: nox.Session, plugin: str) -> None:
         "no:cacheprovider",
         env=OFFLINE_ENV,
     )
+
+
+@nox.session(python="3.11")
+def scaffold(session: nox.Session) -> None:
+    """`baseline new-plugin` with every kind: the generated distribution installs beside the
+    core (installed, not editable: the templates must ship in the wheel) and passes its tests."""
+    _install_torch_first(session)
+    session.install(*CONSTRAINTS, ".", *TEST_TOOLS)
+    target = Path(session.create_tmp()) / "scaffold-check"
+    shutil.rmtree(target, ignore_errors=True)  # left by an earlier run (reused environments)
+    kinds = [arg for kind in SCAFFOLD_KINDS for arg in ("--kind", kind)]
+    session.run("baseline", "new-plugin", "scaffold-check", *kinds, "--dir", str(target))
+    session.install(*CONSTRAINTS, "-e", str(target))
+    session.run("pytest", str(target), "-p", "no:cacheprovider", env=OFFLINE_ENV)
+    session.run("baseline", "plugins")
 
 
 @nox.session(python="3.11")

@@ -46,6 +46,7 @@ RUN_FILE_NAMES = {
     r"metrics\.jsonl": {LAYOUT},
     r"samples\.jsonl": {LAYOUT},
     r"ranks\.json": {LAYOUT},
+    r"logger_errors\.log": {LAYOUT},
     # The weights record is the fit record of the fitted "file" ``weights`` (the layout's).
     r"weights\.fit\.json": set(),
     r"trainer_state\.pt": {LAYOUT},

@@ -375,7 +375,10 @@ def faulty_run(
             {"tokenizer": "encode"},
             f"tokenizer 'faulty_tokenizer' {LABEL}: cannot encode a lone surrogate",
         ),
-        ({"model": "build"}, f"model 'faulty_model' {LABEL}: RuntimeError: no kernel for this layer"),
+        (
+            {"model": "build"},
+            f"model 'faulty_model' {LABEL}: RuntimeError: no kernel for this layer",
+        ),
         ({"model": "forward"}, f"model 'faulty_model' {LABEL}: KeyError: 'rotary'"),
     ],
 )

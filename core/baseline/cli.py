@@ -1,7 +1,6 @@
-"""Command line: ``baseline run|validate|plugins|runs|plot|sample|export|eval``, ``baseline-run``.
-
-Every user-facing failure prints one line on stderr and exits non-zero (2 for bad input, 1
-for a failed training run, 130/143 when interrupted); no traceback unless
+"""Command line: ``baseline run|validate|plugins|runs|plot|sample|export|eval|new-plugin`` and
+``baseline-run``. Every user-facing failure prints one line on stderr and exits non-zero (2 for
+bad input, 1 for a failed training run, 130/143 when interrupted); no traceback unless
 ``BASELINE_DEBUG=1``.
 """
 
@@ -14,6 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from baseline.errors import BaselineError
+from baseline.tools import scaffold
 
 if TYPE_CHECKING:
     from baseline.experiment.resolved import ResolvedExperiment
@@ -172,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument(
         "--overwrite", action="store_true", help="replace OUT_DIR when it exists and is not empty"
     )
+    scaffold.add_parser(commands)
     return parser
 
 
@@ -211,7 +212,6 @@ def _launch_torchrun(args: argparse.Namespace) -> int:
         flag for flag, on in (("--resume", args.resume), ("--overwrite", args.overwrite)) if on
     ]
     os.execv(sys.executable, torchrun_argv(args.nproc, command))
-    return 0  # not reached
 
 
 def command_run(args: argparse.Namespace) -> int:
@@ -356,6 +356,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "sample": command_sample,
     "export": command_export,
     "eval": command_eval,
+    "new-plugin": scaffold.command_new_plugin,
 }
 
 

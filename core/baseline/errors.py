@@ -81,3 +81,8 @@ class TrainingError(BaselineError):
     """Training could not go on (for example a non-finite loss)."""
 
     exit_code = 1
+
+
+class LockError(BaselineError):
+    """A lock that cannot be taken: its filesystem does not support locks, or another process
+    held it longer than ``run.lock_timeout_s``."""

@@ -24,13 +24,15 @@ from baseline.errors import BaselineError, ConfigError
 from baseline.experiment.loading import unstructure_config
 from baseline.experiment.resolved import ResolvedExperiment
 from baseline.experiment.validation import validate_experiment_config
-from baseline.metrics.router import MetricsPlan, MetricsRouter
+from baseline.metrics.router import MetricsPlan
+from baseline.metrics.sessions import LoggerFailure, LoggerSessions
 from baseline.plugins.calls import plugin_call
 from baseline.plugins.components import Components
 from baseline.plugins.discovery import PluginSet, default_plugins
-from baseline.plugins.protocols import LoggerSession, MetricRecord, RunInfo, TokenizerAdapter
+from baseline.plugins.protocols import MetricRecord, RunInfo, TokenizerAdapter
 from baseline.plugins.versions import environment_versions
 from baseline.runs import artifacts
+from baseline.runs.layout import RunDirectory
 from baseline.runs.locks import run_directory_lock
 from baseline.runs.lookup import newest_run_name
 from baseline.runs.source_run import SourceRun, load_source_weights, source_run
@@ -50,6 +52,8 @@ class RunResult:
     steps: int
     tokens_seen: int
     final_metrics: Mapping[str, float]
+    #: Loggers that failed and were switched off (``logging.on_logger_error = "continue"``).
+    logger_failures: tuple[LoggerFailure, ...] = ()
 
 
 def default_run_name(config: ExperimentConfig) -> str:
@@ -203,10 +207,14 @@ def _run_in_directory(
         start_step=trainer.step,
         model=trainer.model,
     )
-    sessions: dict[str, LoggerSession] = {}
+    loggers = LoggerSessions(
+        {name: (logger.component, logger.config) for name, logger in resolved.loggers.items()},
+        on_error=config.logging.on_logger_error,
+        error_log=RunDirectory(run_dir).logger_errors,
+    )
     try:
         # Every rank learns whether the loggers started (rank 0 starts them).
-        dist.on_main(lambda: sessions.update(_start_loggers(resolved, run_info)))
+        dist.on_main(lambda: loggers.start(run_info))
     except BaseException:
         # Nothing was trained yet: a directory this run created would only block the retry.
         if dist.is_main and created and not config.run.resume_from_checkpoint:
@@ -233,11 +241,7 @@ def _run_in_directory(
                 }
             )
 
-    router = MetricsRouter(
-        trainer.plan,
-        {name: session.log for name, session in sessions.items()},
-        everything=write_metrics,
-    )
+    router = loggers.router(trainer.plan, everything=write_metrics)
     exit_code = 1
     try:
         final_metrics = trainer.train(router)
@@ -257,10 +261,18 @@ def _run_in_directory(
     finally:
         if metrics_file is not None:
             metrics_file.close()
-        for session in sessions.values():
-            session.finish(exit_code)
+        loggers.finish(exit_code, trainer.step)
+        if loggers.failures:  # rank 0's: run_config.json records them
+            directory = RunDirectory(run_dir)
+            recorded = directory.read_run_config() or {}
+            recorded["logger_failures"] = [failure.to_json() for failure in loggers.failures]
+            artifacts.atomic_write_json(directory.run_config, recorded)
+    dist.on_main(loggers.raise_finish_error)  # logging.on_logger_error = "stop"
+    if loggers.failures:
+        log.warning("warning: %s", loggers.summary(RunDirectory(run_dir).run_config.name))
     log.info("run complete: artifacts in %s", run_dir)
-    return RunResult(run_dir, trainer.step, trainer.tokens_seen, final_metrics)
+    failures = tuple(loggers.failures)
+    return RunResult(run_dir, trainer.step, trainer.tokens_seen, final_metrics, failures)
 
 
 def _prepare_training(
@@ -282,7 +294,6 @@ def _prepare_training(
     dist.on_main(lambda: prepared.append(prepare_data(config, components, config_data, init)))
     data = prepared[0] if prepared else prepare_data(config, components, config_data, init)
 
-    from baseline.runs.layout import RunDirectory
     from baseline.train.torch_floor import check_torch
 
     check_torch()  # before the trainer's modules import what an older torch lacks
@@ -348,18 +359,6 @@ def validation_sampler(
 def metrics_plan(resolved: ResolvedExperiment) -> MetricsPlan:
     """What the trainer computes for the enabled loggers, and when."""
     return MetricsPlan(resolved.metrics_requests, resolved.config.logging.log_every_n_steps)
-
-
-def _start_loggers(resolved: ResolvedExperiment, run_info: RunInfo) -> dict[str, LoggerSession]:
-    sessions: dict[str, LoggerSession] = {}
-    try:
-        for provider, logger in resolved.loggers.items():
-            sessions[provider] = logger.component.create(logger.config).start(run_info)
-    except BaseException:
-        for session in sessions.values():  # close the loggers that did start
-            session.finish(1)
-        raise
-    return sessions
 
 
 def _inference_config(

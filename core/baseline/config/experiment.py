@@ -5,7 +5,7 @@ every section."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal, get_args
 
 import attrs
 
@@ -177,6 +177,18 @@ def _provider_names(
         raise FieldError(attribute.name, f"lists a provider twice: {list(value)}")
 
 
+#: What a logger's failure does to the run (``logging.on_logger_error``).
+OnLoggerError = Literal["continue", "stop"]
+
+
+def _on_logger_error(_instance: Any, attribute: attrs.Attribute[Any], value: str) -> None:
+    if value not in get_args(OnLoggerError):
+        raise FieldError(
+            attribute.name,
+            f"must be one of {', '.join(map(repr, get_args(OnLoggerError)))}, got {value!r}",
+        )
+
+
 @attrs.frozen(kw_only=True)
 class LoggingConfig:
     """Which metrics loggers are on and their settings.
@@ -194,6 +206,9 @@ class LoggingConfig:
     samples_per_validation: int = attrs.field(default=0, validator=at_least(0))
     #: Length in tokens of each validation sample.
     sample_tokens: int = attrs.field(default=64, validator=at_least(1))
+    #: A logger that raises: ``continue`` switches it off and training goes on (reported
+    #: once, traceback in the run directory's ``logger_errors.log``); ``stop`` ends the run.
+    on_logger_error: OnLoggerError = attrs.field(default="continue", validator=_on_logger_error)
     loggers: Mapping[str, LoggerConfig] = attrs.field(factory=dict)
 
 

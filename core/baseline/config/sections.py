@@ -34,6 +34,9 @@ class RunConfig:
     #: Token streams are cached here, keyed by dataset and tokenizer (default:
     #: ``<artifacts_root>/.token_cache``).
     token_cache_dir: str | None = path_field(default=None)
+    #: Seconds a run waits for another process's lock on a shared file (a tokenizer
+    #: ``vocab_path`` being fitted, a token-cache entry being built) before it gives up.
+    lock_timeout_s: float = attrs.field(default=600.0, validator=at_least(0, exclusive=True))
     #: Plugin distributions the experiment needs, as PEP 508 requirements.
     requires: tuple[str, ...] = ()
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import tempfile
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -28,7 +27,12 @@ from baseline.config import PATH_METADATA_KEY, ExperimentConfig
 from baseline.data.lineage import reuse_source_tokenizer
 from baseline.data.prepared import PreparedData
 from baseline.data.segments import SegmentStore, record_segments, split_protocol
-from baseline.data.token_cache import adapter_fingerprint, cache_key, load_or_build
+from baseline.data.token_cache import (
+    adapter_fingerprint,
+    cache_key,
+    load_or_build,
+    segment_scratch,
+)
 from baseline.data.tokens import TokenStream, build_token_stream, check_split_plan
 from baseline.data.windows import range_window_starts
 from baseline.errors import ConfigError, DataError, PluginError
@@ -36,6 +40,7 @@ from baseline.plugins.calls import plugin_call, plugin_iter
 from baseline.plugins.components import Components
 from baseline.plugins.output_checks import PluginOutputError
 from baseline.plugins.protocols import SEGMENTS_SPLIT_PROTOCOL, DatasetAdapter, FitSource
+from baseline.runs.locks import lock_wait_limit
 from baseline.runs.source_run import SourceRun
 
 log = logging.getLogger("baseline")
@@ -191,10 +196,11 @@ def prepare_data(
     With ``init`` (the run ``run.init_from`` names) the tokenizer loads that run's file
     instead of fitting.
     """
-    scratch_root = token_cache_root(config)
-    scratch_root.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".segment-sizes-", dir=scratch_root) as scratch:
-        return _prepare(config, components, config_data, Path(scratch), init)
+    with (
+        lock_wait_limit(config.run.lock_timeout_s),  # for the tokenizer's and the cache's
+        segment_scratch(token_cache_root(config)) as scratch,
+    ):
+        return _prepare(config, components, config_data, scratch, init)
 
 
 def _prepare(

@@ -2,28 +2,32 @@
 
 A second run of the same experiment memory-maps the cached stream instead of tokenizing
 again. An entry is built in a temporary directory and renamed into place when complete, so
-an interrupted build never leaves a half-written entry under its final name.
+an interrupted build never leaves a half-written entry under its final name; the next build
+of that entry (holding its lock, so its former builder is dead) removes what it left.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from baseline.data.tokens import TokenStream, build_token_stream, open_token_stream, stream_damage
 from baseline.plugins.protocols import TokenizerAdapter
-from baseline.runs.locks import waiting_lock
+from baseline.runs.locks import remove_leftovers, sharing_lock, waiting_lock
 
 #: 2: meta.json records each file's size and SHA-256 (entries of format 1 are not reused).
 CACHE_FORMAT = 2
 log = logging.getLogger("baseline")
+#: Scratch directories of :func:`segment_scratch` in the cache root.
+SCRATCH_PREFIX = ".segment-sizes-"
 
 
 def adapter_fingerprint(adapter: object) -> str | None:
@@ -52,7 +56,10 @@ def load_or_build(
     if entry.is_dir() and stream_damage(entry) is None:
         return open_token_stream(entry), True
     # Runs that share a new entry build it once: the others wait, then map what it built.
-    with waiting_lock(cache_root / f".{key}.lock"):
+    lock = cache_root / f".{key}.lock"
+    with waiting_lock(lock, setting="run.token_cache_dir"):
+        # Staging (and discarded) directories of this entry whose builder died: its lock is ours.
+        remove_leftovers(path for path in sorted(cache_root.glob(f".{key}.*")) if path != lock)
         if entry.is_dir():
             damage = stream_damage(entry)
             if damage is None:
@@ -60,6 +67,25 @@ def load_or_build(
             log.warning("token cache entry %s is damaged (%s); rebuilding it", entry, damage)
             _discard(entry)
         return _build_entry(cache_root, key, segments, tokenizer, label), False
+
+
+@contextlib.contextmanager
+def segment_scratch(cache_root: Path) -> Iterator[Path]:
+    """A scratch directory ``.segment-sizes-<random>`` in the cache root, deleted afterwards.
+
+    Its users share ``.segment-sizes.lock``; one that finds no other user first removes the
+    scratch directories of interrupted processes (a live one's are never touched)."""
+    cache_root.mkdir(parents=True, exist_ok=True)
+
+    def clean() -> None:
+        remove_leftovers(sorted(p for p in cache_root.glob(f"{SCRATCH_PREFIX}*") if p.is_dir()))
+
+    lock = cache_root / f"{SCRATCH_PREFIX.rstrip('-')}.lock"
+    with (
+        sharing_lock(lock, clean, setting="run.token_cache_dir"),
+        tempfile.TemporaryDirectory(prefix=SCRATCH_PREFIX, dir=cache_root) as scratch,
+    ):
+        yield Path(scratch)
 
 
 def _discard(entry: Path) -> None:

@@ -49,7 +49,13 @@ COMPONENT_SECTIONS = {
 }
 PLAIN_SECTIONS: dict[str, type[Any]] = {"run": RunConfig, "train": TrainConfig}
 SECTIONS = ("run", "dataset", "tokenizer", "model", "train", "split", "logging")
-LOGGING_KEYS = ("provider", "log_every_n_steps", "samples_per_validation", "sample_tokens")
+LOGGING_KEYS = (
+    "provider",
+    "log_every_n_steps",
+    "samples_per_validation",
+    "sample_tokens",
+    "on_logger_error",
+)
 
 
 def read_toml(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -3,6 +3,8 @@
 - ``router``: the metrics plan (the union of the loggers' requests) and the router that gives
   each logger its keys on its cadence;
 - ``diagnostics``: layer diagnostics (activation norms, norm gradients, attention entropy);
+- ``sessions``: the loggers' sessions of a run, and what a logger's failure does to it
+  (``logging.on_logger_error``);
 - ``console_logger``: the built-in ``console`` logger.
 
 May import: :mod:`baseline.config`, :mod:`baseline.plugins`, :mod:`baseline.distributed`,

@@ -14,9 +14,13 @@ from collections.abc import Callable, Mapping
 import attrs
 
 from baseline.config import MetricsRequest
+from baseline.errors import BaselineError
 from baseline.plugins.protocols import MetricRecord
 
 Sink = Callable[[MetricRecord], None]
+#: Called with a logger's name, the record and what its sink raised; returns the error that
+#: stops the run, or ``None`` (the logger is switched off and training goes on).
+FailureHandler = Callable[[str, MetricRecord, Exception], BaselineError | None]
 
 #: Layers whose diagnostics are reported, by the suffix of their metric keys.
 LAYER_POSITIONS = ("first", "middle", "last")
@@ -89,7 +93,9 @@ class MetricsRouter:
     """Delivers records to each logger's sink according to its request.
 
     ``everything`` (the ``metrics.jsonl`` writer) receives every record computed, with train
-    records at the core cadence only.
+    records at the core cadence only. With ``on_failure``, a sink that raises is removed (it
+    is never called again) and the handler decides: an error it returns is kept for
+    :meth:`raise_stop`; without it, what a sink raises propagates.
     """
 
     def __init__(
@@ -97,10 +103,41 @@ class MetricsRouter:
         plan: MetricsPlan,
         sinks: Mapping[str, Sink] | None = None,
         everything: Sink | None = None,
+        on_failure: FailureHandler | None = None,
     ) -> None:
         self.plan = plan
         self.sinks = dict(sinks or {})
         self.everything = everything
+        self.on_failure = on_failure
+        #: The error that stops the run, once a failed logger asked for it.
+        self.stop_error: BaselineError | None = None
+
+    @property
+    def stopping(self) -> bool:
+        """Whether a logger's failure stops the run (see :meth:`raise_stop`)."""
+        return self.stop_error is not None
+
+    def raise_stop(self) -> None:
+        """Raise the error that stops the run, if any (the trainer calls it where the ranks
+        agree on stopping, so that every rank stops at the same step)."""
+        if self.stop_error is not None:
+            raise self.stop_error
+
+    def _send(self, name: str, record: MetricRecord) -> None:
+        sink = self.sinks.get(name)
+        if sink is None:  # switched off earlier in this record's delivery
+            return
+        if self.on_failure is None:
+            sink(record)
+            return
+        try:
+            sink(record)
+        except Exception as error:
+            del self.sinks[name]
+            stop = self.on_failure(name, record, error)
+            if stop is not None and self.stop_error is None:
+                stop.__cause__ = error
+                self.stop_error = stop
 
     def train(self, record: MetricRecord, cadence: int) -> None:
         """A train record whose means cover the last ``cadence`` steps (or fewer, at an end).
@@ -111,36 +148,34 @@ class MetricsRouter:
         if self.everything is not None and cadence == self.plan.core_log_every_n_steps:
             self.everything(record)
         listeners = [
-            sink
-            for name, sink in self.sinks.items()
-            if self.plan.requests[name].log_every_n_steps == cadence
+            name for name in self.sinks if self.plan.requests[name].log_every_n_steps == cadence
         ]
         if listeners:
             values = {k: v for k, v in record.values.items() if k != "global_grad_norm"}
-            for sink in listeners:
-                sink(attrs.evolve(record, values=values))
+            for name in listeners:
+                self._send(name, attrs.evolve(record, values=values))
 
     def diagnostics(self, record: MetricRecord) -> None:
         """A diagnostics record; each logger gets the keys it asked for at this step."""
         if self.everything is not None:
             self.everything(record)
-        for name, sink in self.sinks.items():
+        for name in list(self.sinks):
             due = self.plan.requests[name].diagnostics_due(record.step)
             values = {k: v for k, v in record.values.items() if diagnostic_of(k) in due}
             if values:
-                sink(attrs.evolve(record, values=values))
+                self._send(name, attrs.evolve(record, values=values))
 
     def validation(self, record: MetricRecord, *, periodic: bool) -> None:
         """Validation results: periodic ones go to the loggers whose cadence asked for them."""
         if self.everything is not None:
             self.everything(record)
-        for name, sink in self.sinks.items():
+        for name in list(self.sinks):
             if not periodic or self.plan.requests[name].validation_due(record.step):
-                sink(record)
+                self._send(name, record)
 
     def epoch(self, record: MetricRecord) -> None:
         """An end-of-epoch (or end-of-training) summary, for every logger."""
         if self.everything is not None:
             self.everything(record)
-        for sink in self.sinks.values():
-            sink(record)
+        for name in list(self.sinks):
+            self._send(name, record)

@@ -34,7 +34,9 @@ def atomic_file(
     ``before_replace`` runs once the data is flushed and fsynced, just before the rename.
     """
     path = Path(path)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=f".{path.name}.", suffix=layout.TEMPORARY_FILE_SUFFIX, dir=path.parent
+    )
     tmp = Path(tmp_name)
     os.fchmod(fd, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual file mode
     try:

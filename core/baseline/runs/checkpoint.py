@@ -63,14 +63,41 @@ def arrays_to_tensors(value: Any) -> Any:
     return value
 
 
-def restore_rng_state(state: dict[str, Any]) -> None:
-    """Restore what :func:`capture_rng_state` captured."""
+def restore_rng_state(state: dict[str, Any], device_count: int | None = None) -> str | None:
+    """Restore what :func:`capture_rng_state` captured.
+
+    The CUDA states are restored for the devices present (``device_count``, by default
+    ``torch.cuda.device_count()``): a checkpoint saved with more devices than this process
+    sees resumes on the first ones. Returns a one-line note when the device counts differ
+    (``None`` otherwise), for the caller to log.
+    """
     random.setstate(state["python"])
     kind, keys, *rest = state["numpy"]
     np.random.set_state((kind, keys.numpy(), *rest))
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if device_count is None:
+        device_count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    restored, note = matching_cuda_states(list(state.get("cuda", [])), device_count)
+    for device, cuda_state in enumerate(restored):
+        torch.cuda.set_rng_state(cuda_state, device)
+    return note
+
+
+def matching_cuda_states(saved: list[Any], device_count: int) -> tuple[list[Any], str | None]:
+    """The saved CUDA random states of the devices present (the first ``device_count``), and
+    a note when the checkpoint's device count differs from this process's."""
+    if len(saved) == device_count or not saved:
+        return saved, None  # saved without CUDA: the devices keep their seeded states
+    kept = saved[:device_count]
+    rest = (
+        f"the other {len(saved) - device_count} are not used"
+        if len(saved) > device_count
+        else "the other devices keep their seeded states"
+    )
+    return kept, (
+        f"the checkpoint holds the CUDA random states of {len(saved)} device(s) and this "
+        f"process sees {device_count}: restored {len(kept)}, {rest}"
+    )
 
 
 def save_checkpoint(paths: list[Path], state: dict[str, Any]) -> None:

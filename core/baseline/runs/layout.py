@@ -6,13 +6,15 @@ A run directory ``<artifacts_root>/<run_name>`` holds:
 - ``run_config.json`` (written at the start), ``metrics.jsonl``, ``samples.jsonl``, the
   tokenizer file (named by the tokenizer plugin, recorded in ``run_config.json``), the weights
   record ``weights.fit.json`` (a :mod:`baseline.data.fit_record` record of the fitted "file"
-  ``weights``), and under torchrun ``ranks.json``;
+  ``weights``), under torchrun ``ranks.json``, and ``logger_errors.log`` (the tracebacks of
+  loggers that failed during the run, see :mod:`baseline.metrics.sessions`);
 - checkpoints of one of two kinds, ``run.keep_last_checkpoints`` of them, newest first:
   single files ``<checkpoint_filename>``, ``<stem>.1<suffix>``, ... (one process, DDP), or
   sharded DCP directories ``<stem>.dcp``, ``<stem>.1.dcp``, ... (FSDP), each complete once it
   holds DCP's ``.metadata`` and ``trainer_state.pt``. A DCP save is written into
   ``<name>.tmp-dir`` (never loaded) and the directory a rotation drops is first renamed to
-  ``<name>.old-dir`` (loaded when nothing newer is complete);
+  ``<name>.old-dir`` (loaded only when it holds the newest complete step: a resume picks the
+  checkpoint by the step recorded in it, not by its name);
 - once training finished, the final model ``<final_model_filename>`` and
   ``inference_config.json``.
 
@@ -44,6 +46,8 @@ INFERENCE_CONFIG = "inference_config.json"
 METRICS = "metrics.jsonl"
 SAMPLES = "samples.jsonl"
 RANKS = "ranks.json"
+#: Tracebacks of the loggers that failed (and were switched off) during the run.
+LOGGER_ERRORS = "logger_errors.log"
 #: The fitted "file" whose fit record (``weights.fit.json``) says what the weights learned from.
 WEIGHTS_RECORD = "weights"
 #: Inside a DCP checkpoint directory: what a single-file checkpoint holds besides tensors.
@@ -53,6 +57,9 @@ DCP_METADATA = ".metadata"
 DCP_SUFFIX = ".dcp"
 STAGING_SUFFIX = ".tmp-dir"
 RETIRED_SUFFIX = ".old-dir"
+#: A file being written atomically (:func:`baseline.runs.artifacts.atomic_file`) is
+#: ``.<name>.<random>.tmp`` in its destination directory until it is renamed into place.
+TEMPORARY_FILE_SUFFIX = ".tmp"
 
 #: The ``[run]`` defaults, for runs whose config lacks a key (the config spells the names).
 _DEFAULT_RUN = RunConfig()
@@ -113,12 +120,20 @@ class Checkpoint:
 
 
 def first_usable(
-    candidates: Iterable[Checkpoint], read: Callable[[Checkpoint], T]
+    candidates: Iterable[Checkpoint],
+    read: Callable[[Checkpoint], T],
+    *,
+    newest_by: Callable[[T], int] | None = None,
 ) -> tuple[Checkpoint, T] | None:
     """The first candidate that exists, is complete and that ``read`` reads, with what it
     read; ``None`` when none exists. Incomplete or damaged ones (``read`` raises
-    :class:`DataError`) are skipped with a warning; a :class:`DataError` when all are."""
+    :class:`DataError`) are skipped with a warning; a :class:`DataError` when all are.
+
+    With ``newest_by`` every candidate is read and the one it gives the largest value (the
+    step recorded inside) wins, the first of equals: names alone may be out of order after a
+    crash in the middle of a rotation."""
     damaged: list[Checkpoint] = []
+    usable: list[tuple[Checkpoint, T]] = []
     for checkpoint in candidates:
         if not checkpoint.path.exists():
             continue
@@ -127,10 +142,16 @@ def first_usable(
             damaged.append(checkpoint)
             continue
         try:
-            return checkpoint, read(checkpoint)
+            found = checkpoint, read(checkpoint)
         except DataError as error:
             log.warning("%s; trying the previous checkpoint", error)
             damaged.append(checkpoint)
+            continue
+        if newest_by is None:
+            return found
+        usable.append(found)
+    if usable and newest_by is not None:
+        return max(usable, key=lambda item: newest_by(item[1]))
     if damaged:
         what = "directory" if damaged[0].sharded else "file"
         raise DataError(
@@ -207,6 +228,11 @@ class RunDirectory:
         return self.path / RANKS
 
     @property
+    def logger_errors(self) -> Path:
+        """The tracebacks of the loggers that failed during the run (appended)."""
+        return self.path / LOGGER_ERRORS
+
+    @property
     def weights_record(self) -> Path:
         """The fitted "file" of the weights record (the record is its ``.fit.json``)."""
         return self.path / WEIGHTS_RECORD
@@ -233,6 +259,16 @@ class RunDirectory:
         name = _section(self.read_inference_config(), "tokenizer").get("file")
         name = name or (self.read_run_config() or {}).get("tokenizer_file")
         return self.path / str(name) if name else None
+
+    def leftovers(self) -> list[Path]:
+        """What an interrupted process left in the directory: temporary files of atomic writes
+        (``.<name>.<random>.tmp``) and DCP staging directories (``<name>.tmp-dir``). Stale
+        only while the run lock is held (their writer is dead then)."""
+        if not self.path.is_dir():
+            return []
+        temporary = self.path.glob(f".*{TEMPORARY_FILE_SUFFIX}")
+        staging = self.path.glob(f"*{STAGING_SUFFIX}")
+        return sorted({*temporary, *staging})
 
     def is_run(self) -> bool:
         """Whether the directory holds a run (its config or metrics)."""

@@ -8,10 +8,13 @@ saves besides the tensors).
 
 Crash safety: everything is written into the staging directory; only after every rank finished
 (a barrier) does rank 0 rotate the older directories and rename the new one into place. The
-directory dropped by the rotation is first renamed to its retired name and deleted last. A
-crash at any moment therefore leaves the previous checkpoint under its name (or, in the one
-instant of a one-checkpoint rotation, retired, which the loader also accepts); a staging
-directory is never loaded and is removed by the next save.
+directory dropped by the rotation is first renamed to its retired name and deleted last (made
+incomplete first). A crash at any moment therefore leaves every complete checkpoint under a
+name the loader tries (a rotation's name or the retired one), and the loader picks the one
+with the newest step recorded inside, whatever its name; a staging directory is never loaded.
+The next save first puts the checkpoints back in order (newest step under the newest name,
+what the rotation does not keep deleted), each move again one rename, then removes the
+staging directory.
 
 DCP reshards on load: a checkpoint written by N processes loads into M, or into a plain
 model in one process (:func:`load_model_weights`).
@@ -22,8 +25,9 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import signal
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +42,9 @@ from baseline.runs.layout import Checkpoint, RunDirectory, first_usable
 
 log = logging.getLogger("baseline")
 
-#: Environment variable of the crash test: the step whose checkpoint save is killed (SIGKILL
-#: of rank 0 after the shards are written, before the rename).
+#: Environment variable of the crash tests: ``<step>`` kills rank 0 (SIGKILL) in that step's
+#: save after the shards are written, before the rotation; ``<step>:<k>`` kills it just before
+#: the k-th operation of the rotation (its renames, then the deletion of the retired directory).
 KILL_AT_STEP_ENV = "BASELINE_TEST_KILL_DURING_CHECKPOINT_AT_STEP"
 
 
@@ -78,11 +83,8 @@ def save_sharded_checkpoint(
     newest = paths[0]
     staging = _temporary(newest)
     if dist.is_main:
-        retired = _retired(newest)
-        if retired.exists() and not newest.exists() and is_complete(retired):
-            os.replace(retired, newest)  # a crash mid-rotation: put it back before going on
-        for leftover in (staging, retired):
-            shutil.rmtree(leftover, ignore_errors=True)
+        _put_in_order(paths)  # after a crash mid-rotation, before anything moves again
+        shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
         atomic_write_with(
             Checkpoint(staging, True).trainer_state,
@@ -93,36 +95,105 @@ def save_sharded_checkpoint(
     save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=staging)
     dist.barrier()
     if dist.is_main:
-        if os.environ.get(KILL_AT_STEP_ENV) == str(step):
-            import signal
-
-            os.kill(os.getpid(), signal.SIGKILL)
-        _rotate_into_place(staging, paths)
+        before = _crash_hook(step)
+        before(0)
+        _rotate_into_place(staging, paths, before)
     dist.barrier()
 
 
-def _rotate_into_place(staging: Path, paths: Sequence[Path]) -> None:
+def _crash_hook(step: int) -> Callable[[int], None]:
+    """What runs before each operation of step ``step``'s rotation (see ``KILL_AT_STEP_ENV``)."""
+    at_step, _, point = os.environ.get(KILL_AT_STEP_ENV, "").partition(":")
+
+    def before(operation: int) -> None:
+        if at_step == str(step) and int(point or 0) == operation:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return before
+
+
+def _rotate_into_place(
+    staging: Path, paths: Sequence[Path], before: Callable[[int], None] = lambda _: None
+) -> None:
     """Shift ``paths[i]`` to ``paths[i + 1]`` (dropping the last), then ``staging`` to
-    ``paths[0]``; every step is one rename, so some complete checkpoint is always named."""
+    ``paths[0]``; every step is one rename, so every complete checkpoint stays named.
+    ``before(k)`` runs before the k-th operation (1, 2, ...)."""
+    operations = iter(range(1, 1 << 30))
     retired = _retired(paths[0])
     if paths[-1].exists():
+        before(next(operations))
         os.replace(paths[-1], retired)
     for older, newer in zip(reversed(paths[1:]), reversed(paths[:-1]), strict=True):
         if newer.exists():
+            before(next(operations))
             os.replace(newer, older)
+    before(next(operations))
     os.replace(staging, paths[0])
-    shutil.rmtree(retired, ignore_errors=True)
+    before(next(operations))
+    _delete(retired)
+
+
+def _delete(directory: Path) -> None:
+    """Delete a checkpoint directory, made incomplete first (one unlink), so that a crash
+    half-way never leaves a directory that looks complete but misses shards."""
+    Checkpoint(directory, True).trainer_state.unlink(missing_ok=True)
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def _step(state: dict[str, Any]) -> int:
+    step = state.get("step")
+    return step if isinstance(step, int) else -1
+
+
+def _put_in_order(paths: Sequence[Path]) -> None:
+    """The complete checkpoints (named or retired) under the rotation's names, the newest
+    step under ``paths[0]``; incomplete ones and those the rotation does not keep deleted.
+
+    Needed after a crash in the middle of a rotation (some name empty, the oldest retired).
+    Each move is one rename into an empty name the loader tries, and only checkpoints older
+    than the kept ones are deleted, so a crash here too leaves the newest one loadable."""
+    slots = [*paths, _retired(paths[0])]
+    readable: list[tuple[int, Path]] = []
+    damaged: list[Path] = []
+    for path in slots:
+        checkpoint = Checkpoint(path, True)
+        if not path.exists():
+            continue
+        if not checkpoint.complete:
+            _delete(path)
+            continue
+        try:
+            readable.append((_step(read_trainer_state(checkpoint)), path))
+        except DataError:
+            damaged.append(path)
+    ordered = [path for _, path in sorted(readable, key=lambda item: item[0], reverse=True)]
+    ordered += damaged  # kept while the rotation has room, like the rotation would
+    kept = ordered[: len(paths)]
+    for path in ordered[len(paths) :]:
+        _delete(path)
+    at = {path: path for path in kept}  # where each kept checkpoint is now
+    for target, moving in zip(paths, kept, strict=False):
+        if at[moving] == target:
+            continue
+        occupant = next((other for other, now in at.items() if now == target), None)
+        if occupant is not None:  # a newer one must take its name: move it aside first
+            free = next(slot for slot in slots if not slot.exists())
+            os.replace(target, free)
+            at[occupant] = free
+        os.replace(at[moving], target)
+        at[moving] = target
 
 
 def find_sharded_checkpoint(paths: Sequence[Path]) -> tuple[Path, dict[str, Any]] | None:
-    """The newest complete checkpoint directory and its trainer state; ``None`` if none.
+    """The complete checkpoint directory with the newest step and its trainer state (by the
+    step recorded inside, not by name); ``None`` if none.
 
     Incomplete directories (a save that did not finish) are skipped with a warning; damaged
     trainer states are skipped like damaged checkpoint files. Raises :class:`DataError` when
     checkpoints exist but none is usable.
     """
     candidates = [Checkpoint(path, True) for path in [*paths, _retired(paths[0])]]
-    found = first_usable(candidates, read_trainer_state)
+    found = first_usable(candidates, read_trainer_state, newest_by=_step)
     return None if found is None else (found[0].path, found[1])
 
 

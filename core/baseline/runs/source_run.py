@@ -34,10 +34,12 @@ from baseline.config import PATH_METADATA_KEY, ExperimentConfig
 from baseline.config.diff import describe_differences, differing_keys, field_defaults
 from baseline.errors import ConfigError
 from baseline.runs.layout import RunDirectory
+from baseline.runs.lookup import project_runs
 
 __all__ = [
     "SourceRun",
     "load_source_weights",
+    "resumed_tokenizer_file",
     "source_run",
 ]
 
@@ -195,6 +197,50 @@ def source_run(config: ExperimentConfig, config_data: Mapping[str, Any]) -> Sour
             )
     check_compatible(config, config_data, source)
     return source
+
+
+def _resumed_run_dir(config: ExperimentConfig, run_dir: Path | None) -> Path | None:
+    """The directory of the run that resumes (``--resume``): ``run_dir``, by default the one
+    ``run.run_name`` names, or without one the project's newest; ``None`` when not resuming."""
+    if not config.run.resume_from_checkpoint or run_dir is not None:
+        return run_dir if config.run.resume_from_checkpoint else None
+    root = Path(config.run.artifacts_root)
+    if config.run.run_name:
+        return root / config.run.run_name
+    return next(iter(project_runs(root, config.run.project_name)), None)
+
+
+def resumes_own_checkpoint(config: ExperimentConfig, run_dir: Path | None = None) -> bool:
+    """Whether the run resumes and its directory (``run_dir``, or the one ``--resume`` picks)
+    holds a checkpoint of either kind: the run continues from it, not from the source."""
+    resumed = _resumed_run_dir(config, run_dir)
+    return (
+        resumed is not None and RunDirectory.of(resumed, config.run).newest_checkpoint() is not None
+    )
+
+
+def resumed_tokenizer_file(config: ExperimentConfig, run_dir: Path | None = None) -> Path | None:
+    """The run's own copy of its source's tokenizer file when a ``run.init_from`` run resumes
+    from a checkpoint of its own (see :func:`resumes_own_checkpoint`): it then needs nothing of
+    its source, which may have moved or been deleted since. ``None`` otherwise (and when the
+    copy is missing): the source is read as for a new run."""
+    resumed = _resumed_run_dir(config, run_dir)
+    if config.run.init_from is None or resumed is None:
+        return None
+    layout = RunDirectory.of(resumed, config.run)
+    tokenizer = layout.tokenizer_file()
+    if layout.newest_checkpoint() is None or tokenizer is None or not tokenizer.is_file():
+        return None
+    return tokenizer
+
+
+def recorded_init_from(source: SourceRun | None, run_dir: Path) -> dict[str, Any]:
+    """What ``run_config.json`` records of the source: :meth:`SourceRun.describe`, or for a run
+    resumed without reading its source, what its ``run_config.json`` recorded before."""
+    if source is not None:
+        return {"init_from": source.describe()}
+    recorded = (RunDirectory(run_dir).read_run_config() or {}).get("init_from")
+    return {"init_from": recorded} if recorded is not None else {}
 
 
 # -- the weights -----------------------------------------------------------------------------

@@ -39,7 +39,7 @@ import attrs
 import pytest
 
 from baseline.config import MetricsRequest
-from baseline.errors import RunInterrupted
+from baseline.errors import PluginError, RunInterrupted
 from baseline.experiment.loading import experiment_from_data
 from baseline.pipeline import model_pipeline
 from baseline.plugins.discovery import PluginSet, PluginSource, activated, discover
@@ -167,11 +167,18 @@ class LoggerContract(abc.ABC):
         return data
 
     def train(self, data: dict[str, Any], *, fault: str | None = None) -> Path:
-        """Train ``data`` in this process (``fault``: ``sigterm`` or ``raise`` at step 8)."""
+        """Train ``data`` in this process (``fault``: ``sigterm`` or ``raise`` at step 8).
+
+        A logger that raises is switched off and training goes on, unless
+        ``logging.on_logger_error = "stop"``: the ``raise`` fault sets it, so that its
+        exception crashes the run (exit status 1).
+        """
         data = copy.deepcopy(data)
         if fault is not None:
             data["logging"]["provider"] = [self.provider, "contract_fault"]
             data["logging"]["contract_fault"] = {"step": FAULT_STEP, "action": fault}
+        if fault == "raise":
+            data["logging"]["on_logger_error"] = "stop"
         with using_contract_components() as plugins:
             config = experiment_from_data(data, plugins.registry)
             return model_pipeline(config, plugins=plugins).run_dir
@@ -261,8 +268,9 @@ class LoggerContract(abc.ABC):
         self, tmp_path: Path, straight: ContractRun
     ) -> None:
         data = self.experiment(tmp_path)
-        with pytest.raises(RuntimeError, match="contract_fault"):
+        with pytest.raises(PluginError, match="contract_fault") as caught:
             self.train(data, fault="raise")
+        assert caught.value.exit_code == 1
         run_dir = tmp_path / "runs" / "tiny"
         crashed = self.read_back(run_dir)
         if self.failed_status is not None:

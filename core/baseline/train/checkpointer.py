@@ -38,7 +38,7 @@ from baseline.runs.sharded_checkpoint import (
     load_sharded_checkpoint,
     save_sharded_checkpoint,
 )
-from baseline.train.loss_windows import empty_pending, pending_by_cadence, plain
+from baseline.train.loss_windows import empty_pending, mean_pending, pending_by_cadence, plain
 
 log = logging.getLogger("baseline")
 
@@ -124,7 +124,9 @@ class CheckpointManager:
             model.load_state_dict(saved["model"])
             optimizer.load_state_dict(saved["optimizer"])
         # Under another process count (FSDP only), rank r continues rank r mod N's stream.
-        restore_rng_state(saved["rng"][self.dist.rank % len(saved["rng"])])
+        note = restore_rng_state(saved["rng"][self.dist.rank % len(saved["rng"])])
+        if note and self.dist.is_main:
+            log.warning("%s: %s", path, note)
         state = TrainingState(
             step=saved["step"],
             epoch=saved["epoch"],
@@ -132,12 +134,22 @@ class CheckpointManager:
             tokens_seen=saved["tokens_seen"],
             train_time_s=saved["train_time_s"],
             best_val_loss=saved["best_val_loss"],
-            pending=pending_by_cadence(
-                saved["pending_losses"], self.config.logging.log_every_n_steps
-            ),
+            pending=self._pending(saved),
         )
         log.info("resumed from %s at step %d (epoch %d)", path, state.step, state.epoch + 1)
         return state
+
+    def _pending(self, saved: Mapping[str, Any]) -> dict[str, Any]:
+        """This rank's loss sums: its own under the same process count, the mean of the
+        saved ranks' under another (checkpoints of earlier versions hold rank 0's only)."""
+        cadence = self.config.logging.log_every_n_steps
+        ranked = [
+            pending_by_cadence(p, cadence)
+            for p in saved.get("rank_pending_losses") or [saved["pending_losses"]]
+        ]
+        if len(ranked) == self.dist.world_size:
+            return ranked[self.dist.rank]
+        return mean_pending(ranked)
 
     def _check_resumable(self, path: Path, saved: Mapping[str, Any]) -> None:
         differing = locked_differences(self.config, saved["config"], self.config_data)
@@ -189,8 +201,15 @@ class CheckpointManager:
 
     def save(self, model: torch.nn.Module, optimizer: Any, state: TrainingState) -> None:
         """Save everything needed to continue from ``state`` (every rank calls)."""
-        gathered = self.dist.all_gather(tensors_to_arrays(capture_rng_state()))
-        content = self._content(state, [arrays_to_tensors(rng) for rng in gathered])
+        # Each rank's RNG and loss sums (a rank's losses are of its shard of the batch).
+        gathered = self.dist.all_gather(
+            {"rng": tensors_to_arrays(capture_rng_state()), "pending": plain(state.pending)}
+        )
+        content = self._content(
+            state,
+            [arrays_to_tensors(ranked["rng"]) for ranked in gathered],
+            [ranked["pending"] for ranked in gathered],
+        )
         if self.sharded:
             with writing("checkpoint", self.path):
                 save_sharded_checkpoint(
@@ -205,7 +224,9 @@ class CheckpointManager:
                 {"model": model.state_dict(), "optimizer": optimizer.state_dict(), **content},
             )
 
-    def _content(self, state: TrainingState, rng_states: list[Any]) -> dict[str, Any]:
+    def _content(
+        self, state: TrainingState, rng_states: list[Any], rank_pending: list[Any]
+    ) -> dict[str, Any]:
         """A checkpoint's content besides the model and optimizer tensors."""
         return {
             "tokenizer_fingerprint": self.tokenizer_fingerprint,
@@ -217,6 +238,7 @@ class CheckpointManager:
             "train_time_s": state.train_time_s,
             "best_val_loss": state.best_val_loss,
             "pending_losses": plain(state.pending),
+            "rank_pending_losses": rank_pending,
             "rng": rng_states,
             "world_size": self.dist.world_size,
             "config": dict(self.config_data),

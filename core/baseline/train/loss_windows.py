@@ -136,6 +136,24 @@ def pending_by_cadence(saved: Mapping[str, Any], core_cadence: int) -> dict[str,
     }
 
 
+def mean_pending(ranked: list[dict[str, Any]]) -> dict[str, Any]:
+    """The mean of several ranks' loss sums (a resume under another process count)."""
+    count = len(ranked)
+    cadences = {cadence for pending in ranked for cadence in pending["log"]}
+    log = {}
+    for cadence in cadences:
+        windows = [pending["log"].get(cadence, {"sum": 0.0, "steps": 0}) for pending in ranked]
+        log[cadence] = {
+            "sum": sum(float(w["sum"]) for w in windows) / count,
+            "steps": max(int(w["steps"]) for w in windows),
+        }
+    return {
+        "log": log,
+        "epoch_sum": sum(float(p["epoch_sum"]) for p in ranked) / count,
+        "epoch_steps": max(int(p["epoch_steps"]) for p in ranked),
+    }
+
+
 def plain(value: Any) -> Any:
     """Tensors to floats, recursively (checkpoints hold plain numbers)."""
     if isinstance(value, torch.Tensor):

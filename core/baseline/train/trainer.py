@@ -293,9 +293,11 @@ class Trainer:
             state.pending = windows.pending()
             if stop:
                 break
-            # Agreed after logging: a signal that arrives while this step is logged stops the
-            # run at this step, on every rank.
-            if self.agreement.any(stop_request.signum is not None):
+            # Agreed after logging: a signal that arrives while this step is logged, or a
+            # logger failing with logging.on_logger_error = "stop" (rank 0's router), stops
+            # the run at this step, on every rank.
+            if self.agreement.any(stop_request.signum is not None or router.stopping):
+                self.dist.on_main(router.raise_stop)  # rank 0's error, raised on every rank
                 self._check_finite(self.agreement.mean(step_loss))
                 self.save_checkpoint()
                 raise RunInterrupted(
@@ -307,6 +309,7 @@ class Trainer:
             if every and state.step % every == 0:
                 self._check_finite(self.agreement.mean(step_loss))
                 self.save_checkpoint()
+        self.dist.on_main(router.raise_stop)  # a logger that failed on the last step
         self.save_checkpoint()
         self.checkpoints.record_ranks(self.model)
         return final

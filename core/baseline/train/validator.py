@@ -59,9 +59,12 @@ class Validator:
         """Validation loss (nats per token), perplexity and bits per byte."""
         was_training = self.model.training
         self.model.eval()
+        # Under FSDP the batch counts are agreed before any forward pass: a rank with fewer
+        # batches must not enter the all-gather while another still gathers parameters.
+        most = max(self.dist.all_gather(self.windows.num_batches)) if self.sharded else 0
         total, count = window_loss_sum(self.model, self.windows, self.device, self.autocast)
         if self.sharded:
-            self._match_forward_passes(self.windows.num_batches)
+            self._match_forward_passes(self.windows.num_batches, most)
         self.model.train(was_training)
         total, count = self.agreement.sum_with_count(total, count)
         loss = total.item() / max(count, 1)
@@ -71,10 +74,9 @@ class Validator:
             "val_bpb": loss / math.log(2) * self.tokens_per_byte,
         }
 
-    def _match_forward_passes(self, done: int) -> None:
+    def _match_forward_passes(self, done: int, most: int) -> None:
         """Under FSDP every forward pass gathers parameters with all ranks: a rank with fewer
-        validation batches than another runs as many throwaway passes as it lacks."""
-        most = max(self.dist.all_gather(done))
+        validation batches than another (``most``) runs as many throwaway passes as it lacks."""
         dummy = torch.zeros((1, self.seq_len), dtype=torch.long, device=self.device)
         for _ in range(most - done):
             with self.autocast():

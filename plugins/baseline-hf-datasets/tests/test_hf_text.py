@@ -51,6 +51,20 @@ def test_streaming_yields_the_same_segments(sources: Sources, kind: str) -> None
     assert streamed.fingerprint() == HFTextDataset(source.config()).fingerprint()
 
 
+@pytest.mark.parametrize("streaming", [False, True], ids=["arrow", "streamed"])
+def test_each_segments_source_is_its_row(sources: Sources, streaming: bool) -> None:
+    """``segments_with_sources()``: the same texts, each with its row (blank rows count)."""
+    from hf_sources import with_blanks
+
+    adapter = HFTextDataset(sources["json"].config(streaming=streaming))
+    pairs = list(adapter.segments_with_sources())
+    assert [text for text, _ in pairs] == list(adapter.segments())
+    rows = with_blanks(sources["json"].expected)
+    assert [source for _, source in pairs] == [
+        f"row {index}" for index, row in enumerate(rows) if row is not None and row.strip()
+    ]
+
+
 def test_streaming_reads_lazily(sources: Sources, monkeypatch: pytest.MonkeyPatch) -> None:
     """A streamed split is iterated, never turned into a list or an Arrow table."""
     import datasets

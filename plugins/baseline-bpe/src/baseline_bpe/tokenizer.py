@@ -64,7 +64,7 @@ class BPETokenizer:
         try:
             # Runs that share a new vocab_path fit it once: the first trains and writes it
             # while the others wait for the lock, then load what it wrote.
-            with waiting_lock(path.with_name(path.name + ".lock")):
+            with waiting_lock(path.with_name(path.name + ".lock"), setting="tokenizer.vocab_path"):
                 if path.exists():
                     self._load_fitted(path, source)
                     return

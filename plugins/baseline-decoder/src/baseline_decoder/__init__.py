@@ -137,7 +137,7 @@ class BaselineDecoder:
 
     def export_hf(self, model: torch.nn.Module, directory: Path, info: ExportInfo) -> None:
         """Write ``model`` as the equivalent ``transformers`` model (``baseline export``):
-        GPT-2, Llama or Qwen3 by the variant (:mod:`baseline_decoder.hf_export`, which
+        GPT-2, Persimmon, Llama or Qwen3 by the variant (:mod:`baseline_decoder.hf_export`, which
         imports ``transformers``)."""
         from baseline_decoder.hf_export import export_decoder
 

@@ -124,8 +124,7 @@ def export_decoder(
             tie_word_embeddings=config.tie_embeddings,
             # 5.x reads rope_parameters, 4.x the top-level keys (each ignores the other's)
             rope_parameters=_rope_parameters(config, partial_rotary_factor=1.0),
-            rope_theta=config.rope_base,
-            partial_rotary_factor=1.0,
+            **_v4_rope_keys(config, partial_rotary_factor=1.0),
         )
         weights = _persimmon_weights(state, config)
         model_cls = transformers.PersimmonForCausalLM
@@ -142,7 +141,7 @@ def export_decoder(
             "max_position_embeddings": info.seq_len,
             "rms_norm_eps": NORM_EPS,
             "rope_parameters": _rope_parameters(config),
-            "rope_theta": config.rope_base,  # what transformers 4.x reads
+            **_v4_rope_keys(config),
             "attention_bias": config.bias,
             "attention_dropout": 0.0,
             "tie_word_embeddings": config.tie_embeddings,
@@ -179,6 +178,11 @@ def _rope_parameters(config: BaselineDecoderConfig, **extra: float) -> dict[str,
     return {"rope_type": "default", "rope_theta": config.rope_base, **extra}
 
 
+def _v4_rope_keys(config: BaselineDecoderConfig, **extra: float) -> dict[str, Any]:
+    """The same settings as transformers 4.x's config classes take them: top-level keys."""
+    return {"rope_theta": config.rope_base, **extra}
+
+
 def _write_rope_for_both_versions(
     path: Path, architecture: str, config: BaselineDecoderConfig
 ) -> None:
@@ -188,9 +192,9 @@ def _write_rope_for_both_versions(
     if architecture == "gpt2":
         return
     data = json.loads(path.read_text(encoding="utf-8"))
-    data.setdefault("rope_theta", config.rope_base)
-    if architecture == "persimmon":
-        data.setdefault("partial_rotary_factor", 1.0)
+    extra = {"partial_rotary_factor": 1.0} if architecture == "persimmon" else {}
+    for key, value in _v4_rope_keys(config, **extra).items():
+        data.setdefault(key, value)
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
