@@ -188,12 +188,8 @@ def _load(path: str, overrides: Sequence[str]) -> ResolvedExperiment:
 
 
 def _print_stderr_line(text: str) -> None:
-    """Write one whole line to stderr in a single write.
-
-    ``print`` writes the text and the newline separately; with unbuffered stderr
-    (``PYTHONUNBUFFERED``) the ranks of a torchrun job, sharing one pipe, could then interleave
-    their lines ("...resumeerror: ..."). One write of at most PIPE_BUF bytes to a pipe is atomic.
-    """
+    """One whole line to stderr in one write (atomic on a pipe up to PIPE_BUF bytes): torchrun
+    ranks sharing a pipe under ``PYTHONUNBUFFERED`` cannot interleave their lines."""
     sys.stderr.write(text + "\n")
     sys.stderr.flush()
 
@@ -393,7 +389,9 @@ def run_main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``baseline-run`` (the same as ``baseline run``)."""
     parser = _Parser(prog="baseline-run", description="Train an experiment end to end.")
     _add_run_arguments(parser)
-    return _execute(command_run, parser.parse_args(argv))
+    from baseline.distributed.launch import finish_worker  # a torchrun worker exits cleanly
+
+    return finish_worker(_execute(command_run, parser.parse_args(argv)))
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import random
 import shutil
@@ -32,6 +33,7 @@ from baseline.plugins.discovery import PluginSet, default_plugins
 from baseline.plugins.protocols import MetricRecord, RunInfo, TokenizerAdapter
 from baseline.plugins.versions import environment_versions
 from baseline.runs import artifacts
+from baseline.runs import source_run as sources
 from baseline.runs.layout import RunDirectory
 from baseline.runs.locks import run_directory_lock
 from baseline.runs.lookup import newest_run_name
@@ -179,7 +181,7 @@ def _run_in_directory(
                 "run_name": run_name,
                 "seed": config.run.seed,
                 "config": config_data,
-                **({"init_from": init.describe()} if init is not None else {}),
+                **sources.recorded_init_from(init, run_dir),
                 "tokenizer_file": tokenizer_file,
                 "versions": environment_versions(plugin_set),
                 "device": str(trainer.device),
@@ -289,10 +291,12 @@ def _prepare_training(
     config = resolved.config
     seed_everything(config.run.seed)
     config_data = dict(resolved.config_data)
-    init = source_run(config, config_data)
+    own_copy = sources.resumed_tokenizer_file(config, run_dir)  # a resumed init_from run's
+    init = source_run(config, config_data) if own_copy is None else None
+    prepare = functools.partial(prepare_data, config, components, config_data, init, own_copy)
     prepared: list[PreparedData] = []
-    dist.on_main(lambda: prepared.append(prepare_data(config, components, config_data, init)))
-    data = prepared[0] if prepared else prepare_data(config, components, config_data, init)
+    dist.on_main(lambda: prepared.append(prepare()))
+    data = prepared[0] if prepared else prepare()
 
     from baseline.train.torch_floor import check_torch
 
@@ -302,12 +306,10 @@ def _prepare_training(
     plan = metrics_plan(resolved)
     with plugin_call(resolved.model.label):
         model = components.model.build(components.tokenizer.vocab_size, config.train.seq_len)
-    if init is not None:
-        own_checkpoint = RunDirectory.of(run_dir, config.run).newest_checkpoint()  # either kind
-        if config.run.resume_from_checkpoint and own_checkpoint is not None:
-            log.info("run.init_from: not applied, the run resumes from its own checkpoint")
-        else:
-            log.info("%s", load_source_weights(model, init, config.train.seq_len))
+    if config.run.init_from is not None and sources.resumes_own_checkpoint(config, run_dir):
+        log.info("run.init_from: not applied, the run resumes from its own checkpoint")
+    elif init is not None:
+        log.info("%s", load_source_weights(model, init, config.train.seq_len))
     sampler = validation_sampler(config, components.tokenizer, data)
     trainer = Trainer(
         config,

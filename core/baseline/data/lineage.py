@@ -4,6 +4,7 @@ the lineage of ``run.init_from`` sources, checked against this run's split so th
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -78,14 +79,28 @@ def reuse_source_tokenizer(
     )
 
 
+def reload_own_tokenizer(tokenizer: TokenizerAdapter, path: Path, label: str = "tokenizer") -> None:
+    """Load a resumed ``run.init_from`` run's own copy of its source's tokenizer file: the
+    source is not read (it may be gone); its lineage was checked when the run started, and
+    the data and split cannot change on resume."""
+    with plugin_call(label):
+        tokenizer.load(path)
+    log.info("tokenizer: loaded from %s, this run's copy of its source's (resumed)", path)
+
+
 def write_weights_record(run_dir: Path, fit: FitSource, source: SourceRun | None) -> Path:
     """Write ``weights.fit.json``: the training segments of this run, and the records of the
-    run it started from (so a chain of ``init_from`` runs is checked as a whole)."""
-    inherited = _lineage(source) if source is not None else []
+    run it started from (so a chain of ``init_from`` runs is checked as a whole). Without
+    ``source`` (a new run, or one resumed without reading its source) the lineage the run's
+    existing record holds is kept."""
+    record = RunDirectory(run_dir).weights_record
+    init_from, inherited = None, []
+    if source is not None:
+        init_from, inherited = str(source.run_dir.resolve()), _lineage(source)
+    elif fit_record_path(record).is_file():
+        with contextlib.suppress(ConfigError):
+            kept = read_fit_record(record, key_path=KEY_PATH)
+            init_from, inherited = kept.get("init_from"), kept.get("inherited") or []
     return write_fit_record(
-        RunDirectory(run_dir).weights_record,
-        fit,
-        run_dir=str(run_dir.resolve()),
-        init_from=str(source.run_dir.resolve()) if source is not None else None,
-        inherited=inherited,
+        record, fit, run_dir=str(run_dir.resolve()), init_from=init_from, inherited=inherited
     )

@@ -24,7 +24,7 @@ import attrs
 import numpy as np
 
 from baseline.config import PATH_METADATA_KEY, ExperimentConfig
-from baseline.data.lineage import reuse_source_tokenizer
+from baseline.data.lineage import reload_own_tokenizer, reuse_source_tokenizer
 from baseline.data.prepared import PreparedData
 from baseline.data.segments import SegmentStore, record_segments, split_protocol
 from baseline.data.token_cache import (
@@ -190,17 +190,19 @@ def prepare_data(
     components: Components,
     config_data: Mapping[str, Any],
     init: SourceRun | None = None,
+    tokenizer_file: Path | None = None,
 ) -> PreparedData:
     """Measure and split the segments, fit the tokenizer on the training side, tokenize.
 
     With ``init`` (the run ``run.init_from`` names) the tokenizer loads that run's file
-    instead of fitting.
+    instead of fitting; with ``tokenizer_file`` (a resumed ``init_from`` run's own copy of
+    it) that file.
     """
     with (
         lock_wait_limit(config.run.lock_timeout_s),  # for the tokenizer's and the cache's
         segment_scratch(token_cache_root(config)) as scratch,
     ):
-        return _prepare(config, components, config_data, scratch, init)
+        return _prepare(config, components, config_data, scratch, init, tokenizer_file)
 
 
 def _prepare(
@@ -209,6 +211,7 @@ def _prepare(
     config_data: Mapping[str, Any],
     scratch: Path,
     init: SourceRun | None = None,
+    tokenizer_file: Path | None = None,
 ) -> PreparedData:
     dataset_name = str(config_data["dataset"].get("name", "dataset"))
     labels = {
@@ -237,6 +240,8 @@ def _prepare(
     source = FitSource(dataset_name, identity, train_mask)
     if init is not None:
         reuse_source_tokenizer(components.tokenizer, init, source, labels["tokenizer"])
+    elif tokenizer_file is not None:
+        reload_own_tokenizer(components.tokenizer, tokenizer_file, labels["tokenizer"])
     else:  # the dataset's errors (and its extra segments) name the dataset, not the tokenizer
         segments = plugin_iter(
             labels["dataset"],

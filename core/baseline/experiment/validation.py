@@ -24,7 +24,7 @@ from baseline.experiment.resolved import (
     lookup_loggers,
 )
 from baseline.plugins.registry import ComponentRegistry
-from baseline.runs.source_run import source_run
+from baseline.runs.source_run import resumed_tokenizer_file, source_run
 
 
 def validate_experiment_config(
@@ -79,7 +79,9 @@ def _validate(config: ExperimentConfig, registry: ComponentRegistry) -> Resolved
     requests = _metrics_requests(config, loggers, parts["model"])
     names = {section: part.name for section, part in parts.items()}
     config_data = experiment_data(config, names, {p: c.config for p, c in loggers.items()})
-    if config.run.init_from is not None:  # the source run exists and has the same model
+    # The source run exists and has the same model; a run that resumes from a checkpoint of
+    # its own needs nothing of it (it may be gone).
+    if config.run.init_from is not None and resumed_tokenizer_file(config) is None:
         source_run(config, config_data)
     return ResolvedExperiment(
         config, config_data, **parts, loggers=loggers, metrics_requests=requests

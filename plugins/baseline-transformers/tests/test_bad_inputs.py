@@ -108,7 +108,9 @@ def test_tokenizer_dir_without_tokenizer_json(data: dict[str, Any], tmp_path: Pa
     data["tokenizer"]["path"] = str(directory)
     with pytest.raises(ConfigError) as caught:
         run(data)
-    assert one_line(caught.value).startswith(f"tokenizer.path: {directory} has no tokenizer.json")
+    assert one_line(caught.value).startswith(
+        f"tokenizer.path: tokenizer 'hf_tokenizer' from baseline-transformers: {directory} has no tokenizer.json"
+    )
     assert not (tmp_path / "runs" / "tiny").exists()
 
 
@@ -117,7 +119,8 @@ def test_tokenizer_without_eos(data: dict[str, Any], tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         run(data)
     assert one_line(caught.value).startswith(
-        f"tokenizer.eos_token: {tmp_path / 'no-eos'} has no EOS token; set tokenizer.eos_token"
+        f"tokenizer.eos_token: tokenizer 'hf_tokenizer' from baseline-transformers: {tmp_path / 'no-eos'} has no EOS token; "
+        "set tokenizer.eos_token"
     )
     data["tokenizer"]["eos_token"] = "</nope>"
     with pytest.raises(ConfigError) as caught:
@@ -260,5 +263,6 @@ def test_pretrained_overrides_and_positions_are_checked(
     with pytest.raises(ConfigError) as caught:
         run(data)
     assert one_line(caught.value).startswith(
-        f"train.seq_len: must be <= 64, the max_position_embeddings of {pretrained}"
+        "train.seq_len: model 'hf_causal_lm' from baseline-transformers: must be <= 64, the "
+        f"max_position_embeddings of {pretrained}"
     )
