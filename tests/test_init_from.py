@@ -275,3 +275,61 @@ def test_any_init_from_value_loads_or_is_one_config_error(
         config = experiment_from_data(data, registry, base_dir=tmp_path)
         validate_experiment_config(config, registry)
     assert "\n" not in str(caught.value) and "init_from" in str(caught.value)
+
+
+@pytest.mark.parametrize("parallelism", ["ddp", "fsdp"])
+def test_a_resumed_init_from_run_needs_nothing_of_its_source(
+    registry: ComponentRegistry,
+    source: tuple[dict[str, Any], RunResult],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    parallelism: str,
+) -> None:
+    """The source run may be moved or deleted once the run has a checkpoint of its own: the
+    resume reads neither its weights nor its tokenizer, and continues exactly."""
+    source_data, result = source
+    moved = tmp_path / "moved-source"
+    shutil.copytree(result.run_dir, moved)
+    data = continued(source_data, result, "straight")
+    data["run"].update(artifacts_root=str(tmp_path / "runs"), init_from=str(moved))
+    data["train"].update(
+        lr_schedule="constant", warmup_steps=0, epochs=2, parallelism=parallelism, num_threads=1
+    )
+    straight = model_pipeline(experiment_from_data(data, registry))
+
+    data["run"]["run_name"] = "halves"
+    data["train"]["epochs"] = 1
+    half = model_pipeline(experiment_from_data(data, registry))
+    assert half.steps * 2 == straight.steps
+    run_config = json.loads((half.run_dir / "run_config.json").read_text())
+    record = json.loads(weights_record_path(half.run_dir).read_text())
+    shutil.rmtree(moved)
+
+    data["train"]["epochs"] = 2
+    data["run"]["resume_from_checkpoint"] = True
+    with caplog.at_level("INFO", logger="baseline"):
+        config = experiment_from_data(data, registry)
+        validate_experiment_config(config, registry)
+        resumed = model_pipeline(config)
+    assert resumed.steps == straight.steps
+    assert "run.init_from: not applied, the run resumes from its own checkpoint" in caplog.text
+    assert f"tokenizer: loaded from {half.run_dir / 'tokenizer.json'}" in caplog.text
+    a = torch.load(straight.run_dir / "baseline_model.pt", weights_only=True)
+    b = torch.load(resumed.run_dir / "baseline_model.pt", weights_only=True)
+    assert same_weights(a, b)
+    losses = lambda ms: [
+        (m["step"], m["phase"], m.get("train_loss"), m.get("val_loss")) for m in ms
+    ]
+    assert losses(read_metrics(resumed.run_dir)) == losses(read_metrics(straight.run_dir))
+    # What the run records of its source is kept, although the source is gone.
+    assert (
+        json.loads((half.run_dir / "run_config.json").read_text())["init_from"]
+        == (run_config["init_from"])
+    )
+    kept = json.loads(weights_record_path(half.run_dir).read_text())
+    assert (kept["init_from"], kept["inherited"]) == (record["init_from"], record["inherited"])
+
+    # A new run from the gone source is still one clear error.
+    data["run"].update(run_name="fresh", resume_from_checkpoint=False)
+    with pytest.raises(ConfigError, match="does not exist"):
+        validate_experiment_config(experiment_from_data(data, registry), registry)

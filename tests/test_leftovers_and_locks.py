@@ -256,9 +256,9 @@ def test_a_filesystem_without_flock_is_one_line_naming_the_setting(
         pass
     assert str(raised.value).startswith(f"{vocab_lock}: cannot lock this file")
     assert str(raised.value).endswith("; set tokenizer.vocab_path to a place on a local disk")
-    with pytest.raises(LockError, match=r"set run.token_cache_dir to a place on a local disk$"):
-        with segment_scratch(tmp_path / "cache"):
-            pass
+    no_cache_lock = pytest.raises(LockError, match=r"set run.token_cache_dir to a place on a local")
+    with no_cache_lock, segment_scratch(tmp_path / "cache"):
+        pass
 
 
 def test_a_filesystem_without_flock_stops_a_run_with_one_line(
@@ -278,8 +278,6 @@ def test_a_filesystem_without_flock_stops_a_run_with_one_line(
     assert "Traceback" not in err
     assert err.strip().splitlines()[-1] == (
         f"error: {Path('runs').absolute() / '.tiny.lock'}: cannot lock this file, its "
-        "filesystem does not support file locks (No locks available); set run.artifacts_root "
-        "to a directory on a local disk"
-    ) or err.strip().splitlines()[-1].endswith(
-        "set run.artifacts_root to a directory on a local disk"
+        f"filesystem does not support file locks ({os.strerror(errno.ENOLCK)}); set "
+        "run.artifacts_root to a directory on a local disk"
     )

@@ -92,6 +92,8 @@ def export_decoder(
     state = {k: v.detach().float().cpu() for k, v in model.state_dict().items()}
     if architecture == "gpt2":
         hf_config: Any = transformers.GPT2Config(
+            bos_token_id=None,  # GPT-2's 50256 lies outside a small vocabulary
+            eos_token_id=info.end_of_segment_id,
             vocab_size=info.vocab_size,
             n_positions=info.seq_len,
             n_embd=config.d_model,
