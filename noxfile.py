@@ -1,5 +1,6 @@
 """Developer sessions: ``nox -s tests`` (the whole suite), ``plugin``, ``lint``, ``demo``,
-``hf_compat`` (``baseline export`` under the newest transformers 4.x and 5.x).
+``hf_compat`` (``baseline export`` under the newest transformers 4.x and 5.x), ``journeys``
+(every shipped experiment file through a user's commands, end to end).
 
 torch is pinned to 2.13.0 through ``constraints.txt`` so that pip installs the local CPU
 wheel instead of resolving a newer CUDA build.
@@ -80,6 +81,23 @@ def distributed(session: nox.Session) -> None:
     editable = [arg for plugin in STANDARD_PLUGINS for arg in ("-e", f"plugins/{plugin}")]
     session.install(*CONSTRAINTS, "-e", ".", *editable, *TEST_TOOLS)
     session.run("pytest", HYPOTHESIS_SEED, *(session.posargs or SEPARATE_TESTS), env=OFFLINE_ENV)
+
+
+#: The journeys of journeys/test_journeys.py: each experiment file of experiments/ trained, stopped
+#: by SIGTERM and resumed (one process and FSDP under torchrun), then listed, evaluated, sampled,
+#: exported and fine-tuned from. Outside tests/, so that `nox -s tests` does not collect them.
+JOURNEY_TESTS = ["journeys"]
+
+
+@nox.session(python="3.11")
+def journeys(session: nox.Session) -> None:
+    """Every shipped experiment file through the commands a user runs, with every plugin."""
+    _install_torch_first(session)
+    editable = [arg for plugin in PLUGINS for arg in ("-e", f"plugins/{plugin}")]
+    session.install(*CONSTRAINTS, "-e", ".", *editable, "pytest>=8")
+    session.run(
+        "pytest", *(session.posargs or JOURNEY_TESTS), "-p", "no:cacheprovider", env=OFFLINE_ENV
+    )
 
 
 @nox.session(python="3.11")

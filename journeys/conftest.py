@@ -4,6 +4,9 @@ whether pytest is started by ``nox -s journeys`` (which sets the same variables)
 from __future__ import annotations
 
 import os
+import tempfile
+
+import torch
 
 for _key, _value in {
     "WANDB_MODE": "offline",
@@ -15,3 +18,8 @@ for _key, _value in {
     "TOKENIZERS_PARALLELISM": "false",
 }.items():
     os.environ.setdefault(_key, _value)
+# `baseline eval --dataset` of an hf_text experiment prepares its Arrow copy here, not in ~/.cache.
+os.environ.setdefault("HF_DATASETS_CACHE", tempfile.mkdtemp(prefix="baseline-journeys-"))
+# The commands run in this process (eval, sample, export) use one thread, as the training
+# processes do (OMP_NUM_THREADS=1): on 2 shared cores more threads only contend.
+torch.set_num_threads(1)

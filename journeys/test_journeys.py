@@ -34,7 +34,9 @@ that key, and run from there. The SIGTERM comes from the ``contract_fault`` logg
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import io
 import json
 import os
 import subprocess
@@ -46,8 +48,9 @@ from typing import Any
 import pytest
 import torch
 
+from baseline.cli import main
 from baseline.config import ExperimentConfig
-from baseline.experiment.loading import experiment_to_data, load_experiment
+from baseline.experiment.loading import apply_overrides, experiment_to_data, load_experiment
 from baseline.plugins.discovery import default_plugins
 from baseline.testing.components import write_experiment
 
@@ -66,7 +69,7 @@ STOP_AT = 3
 #: Bytes of the corpus every run trains on (cut at a segment boundary).
 CORPUS_BYTES = 100_000
 #: A text beyond that slice, for ``baseline eval --data``.
-EVAL_BYTES = 20_000
+EVAL_BYTES = 10_000
 #: Text whose token ids the exported tokenizer must reproduce.
 TEXT = "ROMEO:\nBut, soft! what light through yonder window breaks?\n\nÜnïcode ✓ café  tabs\t!"
 #: Metric keys that measure time or memory, different from run to run; every other key of
@@ -158,9 +161,9 @@ class Journey:
         name: str = self.data["model"]["name"]
         return name
 
-    def command(self, *args: str, expect: int | None = 0) -> subprocess.CompletedProcess[str]:
-        """Run a command; fail with its output unless it exits with ``expect`` (``None``:
-        any status but 0)."""
+    def command(self, *args: Any, expect: int | None = 0) -> subprocess.CompletedProcess[str]:
+        """Run a command in its own process; fail with its output unless it exits with
+        ``expect`` (``None``: any status but 0)."""
         result = subprocess.run(
             [str(arg) for arg in args],
             cwd=self.workdir,
@@ -174,6 +177,22 @@ class Journey:
             pytest.fail(f"{self.name}: expected exit status {expect}: {describe(result)}")
         return result
 
+    def baseline(self, *args: Any) -> str:
+        """``baseline ARGS...`` (not ``run``) through its entry point in this process, which
+        has torch imported already (a process would spend seconds importing it again); its
+        stdout, or a failure with its output unless it exits with 0."""
+        argv = [str(arg) for arg in args]
+        stdout, stderr = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            status = main(argv)
+        if status != 0:
+            pytest.fail(
+                f"{self.name}: baseline {' '.join(argv)} exited with {status}\n"
+                f"--- stdout ---\n{stdout.getvalue()[-3000:]}\n"
+                f"--- stderr ---\n{stderr.getvalue()[-6000:]}"
+            )
+        return stdout.getvalue()
+
     def train(
         self,
         run_name: str,
@@ -182,39 +201,29 @@ class Journey:
         stop_at: int | None = None,
         resume: bool = False,
     ) -> Path:
-        """``baseline run`` (``--nproc`` for several processes); with ``stop_at``, the same run
-        through the contract worker with ``contract_fault`` sending SIGTERM at that step."""
+        """``baseline run`` (under ``torchrun --standalone`` with several processes); with
+        ``stop_at``, the same run through the contract worker, whose ``contract_fault`` logger
+        sends the process (each rank) SIGTERM at that step."""
         sets = [*self.overrides, f"run.run_name={run_name}", *extra]
-        set_args = [arg for assignment in sets for arg in ("--set", assignment)]
-        if stop_at is None:
-            launcher = [BIN / "baseline", "run"]
-            tail = ["--nproc", str(nproc)] if nproc > 1 else []
-            expect: int | None = 0
-        else:
-            providers = json.dumps([*self.providers, "contract_fault"])
-            set_args += [
-                "--set",
-                f"logging.provider={providers}",
-                "--set",
+        if stop_at is not None:
+            sets += [
+                f"logging.provider={json.dumps([*self.providers, 'contract_fault'])}",
                 f"logging.contract_fault.step={stop_at}",
-                "--set",
                 'logging.contract_fault.action="sigterm"',
             ]
-            worker = ["-m", "baseline.testing._worker"]
-            if nproc > 1:
-                launcher = [BIN / "torchrun", "--standalone", f"--nproc_per_node={nproc}", *worker]
-                expect = None  # torchrun reports a child's 143 as its own 1
-            else:
-                launcher = [sys.executable, *worker]
-                expect = 143
-            tail = []
+        set_args = [arg for assignment in sets for arg in ("--set", assignment)]
+        # `baseline run` (python -m baseline run), or the worker that runs it with the contract
+        # components registered
+        module = ["baseline", "run"] if stop_at is None else ["baseline.testing._worker"]
+        if nproc > 1:
+            launcher = [BIN / "torchrun", "--standalone", f"--nproc_per_node={nproc}", "-m"]
+        else:
+            launcher = [sys.executable, "-m"]
+        # a stopped run exits with 143; torchrun reports its children's 143 as its own 1
+        expect = 0 if stop_at is None else (143 if nproc == 1 else None)
+        resume_flag = ["--resume"] if resume else []
         result = self.command(
-            *launcher,
-            self.experiment,
-            *set_args,
-            *(["--resume"] if resume else []),
-            *tail,
-            expect=expect,
+            *launcher, *module, self.experiment, *set_args, *resume_flag, expect=expect
         )
         if stop_at is not None:
             assert f"stopped by SIGTERM at step {stop_at}" in result.stderr, describe(result)
@@ -300,7 +309,7 @@ def small_overrides(data: dict[str, Any], workdir: Path, corpus: Path) -> list[s
 
 @pytest.fixture(scope="session")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """The first ~100 KB of tiny Shakespeare (for training), and the next ~20 KB (for eval),
+    """The first ~100 KB of tiny Shakespeare (for training), and the next ~10 KB (for eval),
     each cut at a blank line."""
     directory = tmp_path_factory.mktemp("corpus")
     text = SHAKESPEARE.read_text(encoding="utf-8")
@@ -375,27 +384,38 @@ def logger_outputs(journey: Journey, run_dir: Path) -> None:
         assert (journey.runs_root / "mlruns" / "mlflow.db").is_file(), journey.name
 
 
+#: Steps a component cannot take by design, by (step, component name): the reason the journey
+#: of an experiment using it gives when it skips that step. Empty today: hf_causal_lm trains
+#: under FSDP and exports as itself, and the model of every experiment file has an exact
+#: transformers class. A failure that is a bug belongs in an issue, not here.
+BY_DESIGN: dict[tuple[str, str], str] = {}
+
+
+def skip_by_design(journey: Journey, step: str) -> None:
+    """Skip ``step`` when a component of the experiment cannot take it by design; the default
+    experiment takes every step."""
+    names = [journey.data[section]["name"] for section in ("dataset", "tokenizer", "model")]
+    for name in names + journey.providers:
+        reason = BY_DESIGN.get((step, name))
+        if reason is None:
+            continue
+        if journey.name == DEFAULT_EXPERIMENT:
+            pytest.fail(f"{journey.name} must take every step; {step} is refused: {reason}")
+        pytest.skip(f"{journey.name}: no {step} by design: {name}: {reason}")
+
+
 def test_resume_after_sigterm_is_bitwise_equal(journey: Journey, reference: Path) -> None:
     stopped = journey.train("stopped", stop_at=STOP_AT)
     assert not (stopped / "baseline_model.pt").exists()
-    listed = json.loads(
-        journey.command(BIN / "baseline", "runs", journey.runs_root, "--json").stdout
-    )
+    listed = json.loads(journey.baseline("runs", journey.runs_root, "--json"))
     assert {run["name"]: run["state"] for run in listed}["stopped"] == "interrupted"
     resumed = journey.train("stopped", resume=True)
     assert_identical(journey, reference, resumed)
     logger_outputs(journey, resumed)
 
 
-def fsdp_blocker(journey: Journey) -> str | None:
-    """Why an experiment cannot train under FSDP, by design (``None``: it can)."""
-    return None
-
-
 def test_fsdp_resume_after_sigterm_is_bitwise_equal(journey: Journey) -> None:
-    reason = fsdp_blocker(journey)
-    if reason:
-        pytest.skip(f"{journey.name}: {reason}")
+    skip_by_design(journey, "fsdp")
     fsdp = 'train.parallelism="fsdp"'
     uninterrupted = journey.train("fsdp", fsdp, nproc=2)
     assert json.loads((uninterrupted / "ranks.json").read_text())["parallelism"] == "fsdp"
@@ -407,48 +427,38 @@ def test_fsdp_resume_after_sigterm_is_bitwise_equal(journey: Journey) -> None:
 
 
 def test_runs_lists_the_run_as_complete(journey: Journey, reference: Path) -> None:
-    listed = json.loads(
-        journey.command(BIN / "baseline", "runs", journey.runs_root, "--json").stdout
-    )
+    listed = json.loads(journey.baseline("runs", journey.runs_root, "--json"))
     run = {run["name"]: run for run in listed}["reference"]
     assert run["state"] == "complete", run
     assert run["steps"] == STEPS, run
     assert run["model"] == journey.model_name, run
     assert run["final_val_bpb"] is not None, run
-    table = journey.command(BIN / "baseline", "runs", journey.runs_root).stdout
+    table = journey.baseline("runs", journey.runs_root)
     assert "reference" in table and "complete" in table, table
 
 
 def test_eval_scores_the_run(journey: Journey, reference: Path, corpus: tuple[Path, Path]) -> None:
-    baseline = BIN / "baseline"
-    on_file = json.loads(
-        journey.command(baseline, "eval", reference, "--data", corpus[1], "--json").stdout
+    batch = ["--batch-size", "256", "--json"]  # the run's own (4) is slow on the whole corpus
+    on_file = json.loads(journey.baseline("eval", reference, "--data", corpus[1], *batch))
+    # --dataset reads an experiment file's [dataset] table: the run's, overrides applied
+    experiment = write_experiment(
+        journey.workdir / "as-trained.toml", apply_overrides(journey.data, journey.overrides)
     )
-    on_dataset = json.loads(
-        journey.command(
-            baseline, "eval", reference, "--dataset", journey.experiment, "--json"
-        ).stdout
-    )
+    on_dataset = json.loads(journey.baseline("eval", reference, "--dataset", experiment, *batch))
     for result in (on_file, on_dataset):
         assert result["checkpoint_step"] is None, result  # the final model
         assert result["seq_len"] == 32 and result["windows"] > 0, result
         assert 0 < result["loss"] < 20 and 0 < result["bpb"] < 20, result
-    # the whole corpus, of which the run trained on a few windows: more tokens than the file
-    assert on_dataset["tokens"] > on_file["tokens"], (on_dataset, on_file)
+    # the run's corpus (both sides of its split), not the held-out text
+    assert on_dataset["bytes"] > on_file["bytes"], (on_dataset, on_file)
 
 
 def test_sample_continues_a_prompt(journey: Journey, reference: Path) -> None:
     prompt = "ROMEO:"
     args = ["--prompt", prompt, "--max-new-tokens", "12", "--seed", "1"]
-    first = journey.command(BIN / "baseline", "sample", reference, *args).stdout
-    again = journey.command(BIN / "baseline", "sample", reference, *args).stdout
-    assert first.startswith(prompt) and len(first) > len(prompt), first
-    assert first == again  # a seed makes a sample reproducible
-
-
-def export_blocker(journey: Journey) -> str | None:
-    """Why an experiment's model has no exact ``transformers`` equivalent (``None``: it has)."""
-    return None
+    first = journey.baseline("sample", reference, *args)
+    assert first.startswith(prompt) and len(first) > len(prompt) + 1, first
+    assert journey.baseline("sample", reference, *args) == first  # the seed fixes the sample
 
 
 def test_export_loads_in_transformers(journey: Journey, reference: Path) -> None:
@@ -456,12 +466,10 @@ def test_export_loads_in_transformers(journey: Journey, reference: Path) -> None
 
     from baseline.tools.inference import load_run
 
-    reason = export_blocker(journey)
-    if reason:
-        pytest.skip(f"{journey.name}: {reason}")
+    skip_by_design(journey, "export")
     out = journey.workdir / "hf-export"
-    result = journey.command(BIN / "baseline", "export", reference, out)
-    assert str(out) in result.stdout, describe(result)
+    printed = journey.baseline("export", reference, out)
+    assert printed.startswith(f"{out}: "), printed
 
     hf = AutoModelForCausalLM.from_pretrained(out, local_files_only=True, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(out, local_files_only=True)
@@ -470,6 +478,7 @@ def test_export_loads_in_transformers(journey: Journey, reference: Path) -> None
     ids = run.tokenizer.encode_batch([TEXT])[0]
     assert tokenizer(TEXT)["input_ids"] == ids, journey.name
     assert tokenizer.decode(ids) == TEXT == run.tokenizer.decode(ids)
+    assert tokenizer.eos_token_id == run.end_of_segment_id == hf.config.eos_token_id
     tokens = torch.tensor([run.tokenizer.encode_batch([TEXT * 4])[0][: run.seq_len]])
     assert tokens.shape[1] == run.seq_len == 32
     with torch.no_grad():

@@ -154,6 +154,20 @@ def test_the_next_builder_of_a_cache_entry_removes_a_killed_builders_staging(
 def test_a_live_writers_files_are_never_removed(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    run_dir = tmp_path / "runs" / "tiny"
+    run_dir.mkdir(parents=True)
+    saving = writer("checkpoint", run_dir, "hold")
+    try:  # a run saving a checkpoint holds the run lock: nobody else cleans its directory
+        temporary = list(run_dir.glob(".baseline_checkpoint.pt.*.tmp"))
+        assert len(temporary) == 1
+        with (
+            pytest.raises(BaselineError, match="is in use by process"),
+            run_directory_lock(run_dir),
+        ):
+            pass
+        assert temporary[0].is_file()
+    finally:
+        stop(saving)
     cache = tmp_path / "cache"
     live = writer("scratch", cache, "hold")
     builder = writer("cache", cache, "hold")
