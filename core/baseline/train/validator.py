@@ -61,10 +61,10 @@ class Validator:
         self.model.eval()
         # Under FSDP the batch counts are agreed before any forward pass: a rank with fewer
         # batches must not enter the all-gather while another still gathers parameters.
-        most = 0
+        most = max(self.dist.all_gather(self.windows.num_batches)) if self.sharded else 0
         total, count = window_loss_sum(self.model, self.windows, self.device, self.autocast)
         if self.sharded:
-            self._match_forward_passes(self.windows.num_batches, max(self.dist.all_gather(self.windows.num_batches)))
+            self._match_forward_passes(self.windows.num_batches, most)
         self.model.train(was_training)
         total, count = self.agreement.sum_with_count(total, count)
         loss = total.item() / max(count, 1)
