@@ -276,6 +276,11 @@ class FaultyTokenizer(RecordingTokenizer):
             raise DataError("cannot encode a lone surrogate")
         return super().encode_batch(texts)
 
+    def decode(self, ids: Sequence[int]) -> str:
+        if self.fault == "decode":
+            raise UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte")
+        return super().decode(ids)
+
 
 @attrs.frozen(kw_only=True)
 class FaultyModelConfig(ModelConfig):
@@ -450,3 +455,38 @@ def test_plugin_iter_labels_the_call_and_each_step() -> None:
 
     with pytest.raises(DataError, match=r"^dataset 'd' from dist: no such split 'tran'$"):
         list(plugin_iter("dataset 'd' from dist", refuses))
+
+
+def test_the_tools_name_the_plugin_too(
+    tmp_path: Path, tiny_data: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``baseline sample`` (the run's tokenizer decodes) and ``baseline eval --dataset`` (the
+    experiment's dataset reads) label what a plugin raised, as training does."""
+    tiny_data["train"].update(max_steps=2)
+    tiny_data["tokenizer"] = {
+        "name": "faulty_tokenizer",
+        "record_path": str(tmp_path / "fit.jsonl"),
+        "fault": "decode",
+    }
+    path = write_toml(tmp_path / "exp.toml", tiny_data)
+    with using_plugins(FaultyPlugins()):
+        code, err = run_cli(["run", str(path)], capsys)
+        assert code == 0, err
+        run_dir = tmp_path / "runs" / "tiny"
+        code, err = run_cli(["sample", str(run_dir), "--max-new-tokens", "3"], capsys)
+        assert code == 2
+        assert err.splitlines()[-1] == (
+            f"error: tokenizer 'faulty_tokenizer' {LABEL}: UnicodeDecodeError: 'utf-8' codec "
+            "can't decode byte 0xff in position 0: invalid start byte"
+        )
+        tiny_data["dataset"] = {
+            "name": "faulty_text",
+            "path": tiny_data["dataset"]["path"],
+            "fault": "first",
+        }
+        faulty = write_toml(tmp_path / "faulty.toml", tiny_data)
+        code, err = run_cli(["eval", str(run_dir), "--dataset", str(faulty)], capsys)
+        assert code == 2
+        assert err.splitlines()[-1] == (
+            f"error: dataset 'faulty_text' {LABEL}: segment 3 is not what I expected"
+        )

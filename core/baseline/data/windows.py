@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
+from itertools import count
 from typing import Any
 
 import numpy as np
@@ -82,6 +83,18 @@ class TrainWindows:
     def epoch_order(self, epoch: int) -> np.ndarray:
         """The window permutation of ``epoch`` (deterministic)."""
         return np.random.default_rng([self.seed, epoch]).permutation(self.num_windows)
+
+    def optimizer_steps(
+        self, first_epoch: int, step_in_epoch: int, epochs: int | None, accumulation: int
+    ) -> Iterator[tuple[int, list[torch.Tensor]]]:
+        """``(epoch, micro-batches)`` of each optimizer step from step ``step_in_epoch`` of
+        ``first_epoch`` on (``accumulation`` batches a step), through ``epochs`` or forever."""
+        steps_per_epoch = self.steps_per_epoch // accumulation
+        for epoch in range(first_epoch, epochs) if epochs is not None else count(first_epoch):
+            start = step_in_epoch if epoch == first_epoch else 0
+            micro_batches = self.batches(epoch, start * accumulation)
+            for _ in range(start, steps_per_epoch):
+                yield epoch, [next(micro_batches) for _ in range(accumulation)]
 
     def batches(self, epoch: int, start_batch: int = 0) -> Iterator[torch.Tensor]:
         """Yield this rank's ``(batch_size / world_size, seq_len + 1)`` share of each global

@@ -171,3 +171,15 @@ def wrap_for_training(
     if compile_model:  # only the training forward; state dicts come from the plain module
         train_model = torch.compile(train_model)  # type: ignore[assignment]
     return model, train_model, ddp
+
+
+def accumulation_sync(
+    model: nn.Module, ddp: DistributedDataParallel | None, *, sharded: bool, sync: bool
+) -> contextlib.AbstractContextManager[Any]:
+    """Gradient synchronisation for one micro-batch: on the last one of a step (``sync``), off
+    for those that only accumulate (DDP's ``no_sync()``, FSDP's counterpart)."""
+    if sharded:
+        return gradient_sync(model, sync)
+    if sync or ddp is None:
+        return contextlib.nullcontext()
+    return ddp.no_sync()

@@ -113,7 +113,9 @@ def _dataset_segments(experiment: str | Path) -> tuple[Iterable[str], str]:
     rest of the file is not read)."""
     from baseline.data.preparation import segment_delimiter
     from baseline.experiment.loading import read_toml, resolve_paths, structure
+    from baseline.plugins.calls import plugin_call, plugin_iter
     from baseline.plugins.discovery import default_plugins
+    from baseline.plugins.output_checks import component_label
 
     table = read_toml(experiment).get("dataset")
     if not isinstance(table, dict) or not isinstance(table.get("name"), str):
@@ -122,8 +124,12 @@ def _dataset_segments(experiment: str | Path) -> tuple[Iterable[str], str]:
     fields = {key: value for key, value in table.items() if key != "name"}
     dataset_config = structure(fields, component.config_cls, "dataset")
     dataset_config = resolve_paths(dataset_config, Path(experiment).resolve().parent)
-    adapter = component.create(dataset_config)
-    return _checked(adapter.segments()), segment_delimiter(adapter, component.name)
+    label = component_label("dataset", component.name)
+    with plugin_call(label):
+        adapter = component.create(dataset_config)
+    return _checked(plugin_iter(label, adapter.segments)), segment_delimiter(
+        adapter, component.name
+    )
 
 
 def _checked(segments: Iterable[str]) -> Iterator[str]:

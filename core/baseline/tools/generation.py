@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 import attrs
 
 from baseline.errors import ConfigError
+from baseline.plugins.calls import plugin_call
+from baseline.plugins.output_checks import component_label
 
 if TYPE_CHECKING:
     import torch
@@ -70,7 +72,8 @@ def generate(run: LoadedRun, prompt: str, options: SamplingOptions | None = None
 
     options = options or SamplingOptions()
     options.check()
-    prompt_ids = run.tokenizer.encode_batch([prompt])[0] if prompt else []
+    with plugin_call(tokenizer_label(run)):
+        prompt_ids = run.tokenizer.encode_batch([prompt])[0] if prompt else []
     context = prompt_ids or [run.end_of_segment_id]
     device = next(run.model.parameters()).device
     tokens = torch.tensor([context] * options.num_samples, dtype=torch.long, device=device)
@@ -105,4 +108,11 @@ def render(run: LoadedRun, ids: list[int], *, stop_at_segment_end: bool = False)
             pieces.append([])
         else:
             pieces[-1].append(token)
-    return run.end_of_segment_text.join(run.tokenizer.decode(piece) for piece in pieces)
+    with plugin_call(tokenizer_label(run)):
+        return run.end_of_segment_text.join(run.tokenizer.decode(piece) for piece in pieces)
+
+
+def tokenizer_label(run: LoadedRun) -> str:
+    """``tokenizer 'x' from <distribution>`` of a loaded run, for errors its tokenizer raises."""
+    name = (run.inference_config.get("tokenizer") or {}).get("name", "tokenizer")
+    return component_label("tokenizer", str(name))

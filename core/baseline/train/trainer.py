@@ -11,11 +11,10 @@ are each a class or module of their own.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import logging
 import math
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,8 +27,8 @@ from baseline.data.token_cache import adapter_fingerprint
 from baseline.distributed.agreement import RankAgreement
 from baseline.distributed.context import DistributedContext, check_divisible
 from baseline.distributed.wrapping import (
+    accumulation_sync,
     full_tensor,
-    gradient_sync,
     unsharded,
     wrap_for_training,
 )
@@ -211,15 +210,6 @@ class Trainer:
             group["lr"] = lr
         return lr
 
-    def _steps(self) -> Iterator[tuple[int, list[torch.Tensor]]]:
-        """Yield ``(epoch, micro-batches)`` for each remaining optimizer step."""
-        epochs, first = self.train_config.effective_epochs, self.state.epoch
-        for epoch in range(first, epochs) if epochs is not None else itertools.count(first):
-            start = self.state.step_in_epoch if epoch == first else 0
-            micro_batches = self.windows.batches(epoch, start * self.accumulation)
-            for _ in range(start, self.steps_per_epoch):
-                yield epoch, [next(micro_batches) for _ in range(self.accumulation)]
-
     def train(self, router: MetricsRouter) -> dict[str, float]:
         """Run the remaining steps, handing metric records to ``router``; return the final
         metrics. SIGINT/SIGTERM stop training after the current step with a checkpoint saved
@@ -238,7 +228,10 @@ class Trainer:
         self._set_learning_rate(state.train_time_s)
         if self.budget.reached(state.step, state.train_time_s):
             return final
-        for epoch, micro_batches in self._steps():
+        steps = self.windows.optimizer_steps(
+            state.epoch, state.step_in_epoch, self.train_config.effective_epochs, self.accumulation
+        )
+        for epoch, micro_batches in steps:
             state.epoch = epoch
             lr = self._set_learning_rate(time.perf_counter() - clock_start)
             # Diagnostics: rank 0 under DDP (same gradients everywhere), all ranks under FSDP.
@@ -250,7 +243,8 @@ class Trainer:
             )
             step_loss = torch.zeros((), device=self.device)
             for index, batch in enumerate(micro_batches):
-                with self._gradient_sync(index == len(micro_batches) - 1):  # sync on the last
+                last = index == len(micro_batches) - 1  # gradients sync on the last
+                with accumulation_sync(self.model, self._ddp, sharded=self.fsdp, sync=last):
                     loss = self._loss(batch) / self.accumulation
                     loss.backward()  # type: ignore[no-untyped-call]
                 step_loss += loss.detach()
@@ -352,15 +346,6 @@ class Trainer:
         router.validation(self._record(epoch, "validation", metrics), periodic=periodic)
         self.validator.write_samples(self.state.step)
         return metrics
-
-    def _gradient_sync(self, sync: bool) -> contextlib.AbstractContextManager[Any]:
-        """DDP's ``no_sync()`` (FSDP's counterpart) for micro-batches that only accumulate
-        gradients."""
-        if self.fsdp:
-            return gradient_sync(self.model, sync)
-        if sync or self._ddp is None:
-            return contextlib.nullcontext()
-        return self._ddp.no_sync()
 
     def _check_finite(self, loss: float) -> None:
         if not math.isfinite(loss):
