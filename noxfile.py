@@ -1,6 +1,7 @@
 """Developer sessions: ``nox -s tests`` (the whole suite), ``plugin``, ``lint``, ``demo``,
 ``hf_compat`` (``baseline export`` under the newest transformers 4.x and 5.x), ``journeys``
-(every shipped experiment file through a user's commands, end to end).
+(every shipped experiment file through a user's commands, end to end), ``sweeps_postgres``
+(``baseline sweep`` with its store on a PostgreSQL server the session starts).
 
 torch is pinned to 2.13.0 through ``constraints.txt`` so that pip installs the local CPU
 wheel instead of resolving a newer CUDA build.
@@ -8,8 +9,12 @@ wheel instead of resolving a newer CUDA build.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import socket
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import nox
@@ -34,6 +39,8 @@ BENCH_EXTRA_PLUGINS = {
         "baseline-transformers",
     ],
 }
+#: Plugins of this repository a plugin's tests train with (the `plugin` session installs them).
+PLUGIN_TEST_PLUGINS = {"baseline-sweeps": STANDARD_PLUGINS}
 CONSTRAINTS = ("-c", str(ROOT / "constraints.txt"))
 TEST_TOOLS = ("pytest>=8", "hypothesis>=6.100")
 # CI runs must be reproducible: hypothesis draws the same examples every run (pass
@@ -103,9 +110,11 @@ def journeys(session: nox.Session) -> None:
 @nox.session(python="3.11")
 @nox.parametrize("plugin", PLUGINS)
 def plugin(session: nox.Session, plugin: str) -> None:
-    """One plugin installed alone with the core, running its own tests."""
+    """One plugin installed alone with the core (and the plugins its tests train with),
+    running its own tests."""
     _install_torch_first(session)
-    session.install(*CONSTRAINTS, ".", f"plugins/{plugin}", *TEST_TOOLS)
+    needed = [f"plugins/{other}" for other in PLUGIN_TEST_PLUGINS.get(plugin, [])]
+    session.install(*CONSTRAINTS, ".", f"plugins/{plugin}", *needed, *TEST_TOOLS)
     session.run(
         "pytest",
         HYPOTHESIS_SEED,
@@ -203,6 +212,8 @@ def demo(session: nox.Session) -> None:
         "hf_streaming_memory",
         "diagnostics",
         "gpu",
+        "token_cache_start",
+        "cache_checksum",
     ],
 )
 def bench(session: nox.Session, benchmark: str) -> None:
@@ -212,3 +223,94 @@ def bench(session: nox.Session, benchmark: str) -> None:
     editable = [arg for plugin in plugins for arg in ("-e", f"plugins/{plugin}")]
     session.install(*CONSTRAINTS, "-e", ".", *editable)
     session.run("python", f"benchmarks/{benchmark}.py", *session.posargs, env=OFFLINE_ENV)
+
+
+#: The tests of baseline-sweeps that need a PostgreSQL server (marked `postgres`; skipped
+#: elsewhere, since BASELINE_SWEEPS_POSTGRES_URL is unset).
+SWEEPS_POSTGRES_TESTS = ["plugins/baseline-sweeps/tests/test_postgres.py"]
+POSTGRES_URL_ENV = "BASELINE_SWEEPS_POSTGRES_URL"
+
+
+def _postgres_bin(session: nox.Session) -> Path:
+    """The directory of PostgreSQL's initdb and pg_ctl; Debian's `postgresql` package is
+    installed with apt-get when there is none."""
+
+    def found() -> Path | None:
+        initdb = shutil.which("initdb")
+        if initdb:
+            return Path(initdb).resolve().parent
+        versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+        return versions[-1].parent if versions else None
+
+    directory = found()
+    if directory is None:
+        sudo = [] if os.geteuid() == 0 else ["sudo"]
+        env = {"DEBIAN_FRONTEND": "noninteractive"}
+        session.log("no initdb: installing Debian's postgresql package")
+        session.run(*sudo, "apt-get", "update", external=True, env=env)
+        session.run(
+            *sudo, "apt-get", "install", "-y", "--no-install-recommends", "postgresql",
+            external=True, env=env,
+        )  # fmt: skip
+        directory = found()
+    if directory is None or not (directory / "pg_ctl").exists():
+        session.error("PostgreSQL's initdb and pg_ctl are not installed and apt-get did not help")
+    return directory
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@contextlib.contextmanager
+def _postgres_server(session: nox.Session, bindir: Path) -> Iterator[str]:
+    """A PostgreSQL server in a temporary directory on a free port, as the current user (as
+    the `postgres` user when that is root, which initdb refuses); its URL."""
+    home = Path(tempfile.mkdtemp(prefix="baseline-postgres-"))
+    data, port = home / "data", _free_port()
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        shutil.chown(home, user="postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    session.run(
+        *as_user, str(bindir / "initdb"), "-D", str(data), "-U", "baseline", "--auth=trust",
+        "-E", "UTF8", "--locale=C", external=True, silent=True,
+    )  # fmt: skip
+    options = f"-p {port} -k {home} -c listen_addresses=127.0.0.1 -c max_connections=200"
+    session.run(
+        *as_user, str(bindir / "pg_ctl"), "-D", str(data), "-l", str(home / "server.log"),
+        "-o", options, "-w", "start", external=True,
+    )  # fmt: skip
+    try:
+        yield f"postgresql://baseline@127.0.0.1:{port}/postgres"
+    finally:
+        session.run(
+            *as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop",
+            external=True,
+        )  # fmt: skip
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@nox.session(python="3.11")
+def sweeps_postgres(session: nox.Session) -> None:
+    """`baseline sweep` with its store on a PostgreSQL server started for the session: workers
+    of two "machines" claim each trial once, and `--join NAME --storage URL` shares a sweep."""
+    bindir = _postgres_bin(session)
+    _install_torch_first(session)
+    editable = [arg for plugin in STANDARD_PLUGINS for arg in ("-e", f"plugins/{plugin}")]
+    session.install(
+        *CONSTRAINTS, "-e", ".", *editable, "-e", "plugins/baseline-sweeps[postgres]", *TEST_TOOLS
+    )
+    with _postgres_server(session, bindir) as url:
+        session.run(
+            "pytest",
+            "-m",
+            "postgres",
+            *(session.posargs or SWEEPS_POSTGRES_TESTS),
+            "-p",
+            "no:cacheprovider",
+            env={**OFFLINE_ENV, POSTGRES_URL_ENV: url},
+        )

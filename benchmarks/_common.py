@@ -18,12 +18,36 @@ CORPUS = ROOT / "data" / "tinyshakespeare.txt"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
 
 
-def machine() -> str:
+def cpu_description(env: dict[str, str] | None = None) -> str:
+    """The CPU model and the instruction sets that decide bf16's speed, from /proc/cpuinfo,
+    with the kernels PyTorch uses (in ``env``: ``ATEN_CPU_CAPABILITY`` lowers them)."""
+    import subprocess
+
+    model, flags = platform.processor() or platform.machine(), set()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+    present = [name for name in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if name in flags]
+    kernels = subprocess.run(
+        [sys.executable, "-c", "import torch; print(torch.backends.cpu.get_cpu_capability())"],
+        capture_output=True,
+        text=True,
+        env=env,
+    ).stdout.strip()
+    return f"{model} ({', '.join(present) or 'no AVX2'}; torch kernels {kernels})"
+
+
+def machine(env: dict[str, str] | None = None) -> str:
     """A one-line description of where the figures come from."""
     import torch
 
     return (
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"{cpu_description(env)}, {os.cpu_count()} CPUs, "
         f"torch {torch.__version__} ({torch.get_num_threads()} threads), Python "
         f"{platform.python_version()}"
     )
@@ -54,4 +78,5 @@ def print_table(title: str, columns: list[str], rows: list[list[str]]) -> None:
         table.add_column(column, justify="right" if column != columns[0] else "left")
     for row in rows:
         table.add_row(*row)
-    Console().print(table)
+    # A file or pipe gets whole rows, not a table wrapped at 80 columns.
+    Console(width=None if sys.stdout.isatty() else 240).print(table)

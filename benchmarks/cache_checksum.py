@@ -1,8 +1,11 @@
-"""Cost of checking a token-cache entry's sizes and SHA-256 on every cache hit.
+"""Cost of the full check of a token-cache entry (sizes and SHA-256 of every file).
 
-Builds the tiny Shakespeare entry (byte-level ids) with ``load_or_build`` and writes a
-synthetic 100 MB entry, then times ``baseline.data.tokens.stream_damage`` (best of several runs,
-warm page cache). Run: ``.venv/bin/python benchmarks/cache_checksum.py``.
+Every cache hit paid it before entries had stamps; now a hit pays it only when a file's stamp
+changed (``baseline.data.token_cache.entry_damage``; ``benchmarks/token_cache_start.py``
+times whole starts on a hit). Builds the tiny Shakespeare entry (byte-level ids) with
+``load_or_build`` and writes a synthetic 100 MB entry, then times
+``baseline.data.tokens.stream_damage`` (best of several runs, warm page cache).
+Run: ``.venv/bin/python benchmarks/cache_checksum.py``.
 """
 
 from __future__ import annotations

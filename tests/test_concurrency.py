@@ -14,6 +14,8 @@ from typing import Any
 
 from core_support import write_toml
 
+from baseline.data.measured import RECORDS_DIRNAME
+
 BIN = Path(sys.executable).parent
 
 HOLD_LOCK = """
@@ -117,8 +119,11 @@ def test_two_runs_sharing_a_new_vocab_and_cache_fit_and_tokenize_once(
         runs / "run1" / "tokenizer.json"
     ).read_bytes()
     assert json.loads((tmp_path / "bpe.json.fit.json").read_text())["tokenizer"] == "bpe"
-    entries = [p.name for p in (runs / ".token_cache").iterdir() if not p.name.endswith(".lock")]
-    assert len(entries) == 1, entries  # one entry, no staging directory left
+    cache = runs / ".token_cache"
+    entries = [p.name for p in cache.iterdir() if not p.name.endswith(".lock")]
+    assert sorted(entries)[0] == RECORDS_DIRNAME, entries  # the segment sizes measured
+    assert len(entries) == 2, entries  # and one entry, no staging directory left
+    assert len(list((cache / RECORDS_DIRNAME).iterdir())) == 1  # one record of one dataset
 
 
 def test_resume_without_a_run_name_continues_the_newest_run(

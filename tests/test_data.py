@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from baseline.data.tokens import build_token_stream, check_split_plan, open_token_stream
+import baseline.data.tokens as tokens_module
+from baseline.data.tokens import (
+    build_token_stream,
+    check_split_plan,
+    encoded_chunks,
+    open_token_stream,
+    text_chunks,
+)
 from baseline.data.windows import EvalWindows, TrainWindows, window_starts
-from baseline.errors import DataError
+from baseline.errors import DataError, PluginError
 from baseline.plugins.protocols import SplitPlan
 
 
@@ -114,9 +124,10 @@ def test_stream_on_disk_is_a_memory_map(tmp_path) -> None:  # type: ignore[no-un
     texts=st.lists(st.text(alphabet="abcdé \n", max_size=12), min_size=1, max_size=60),
     block=st.integers(1, 7),
     chunk=st.integers(1, 9),
+    chars=st.integers(1, 30),
 )
 def test_stream_on_disk_equals_the_in_memory_one(
-    tmp_path_factory: pytest.TempPathFactory, texts: list[str], block: int, chunk: int
+    tmp_path_factory: pytest.TempPathFactory, texts: list[str], block: int, chunk: int, chars: int
 ) -> None:
     """Sizes and offsets go to disk chunk by chunk and are assembled in blocks: same result."""
     import baseline.data.tokens as tokens_module
@@ -128,6 +139,7 @@ def test_stream_on_disk_equals_the_in_memory_one(
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(tokens_module, "_BLOCK", block)
         patch.setattr(tokens_module, "ENCODE_CHUNK_SEGMENTS", chunk)
+        patch.setattr(tokens_module, "ENCODE_CHUNK_CHARS", chars)
         on_disk = build_token_stream(texts, tokenizer, directory)  # type: ignore[arg-type]
     assert on_disk.tokens.tolist() == expected.tokens.tolist()
     assert on_disk.offsets.tolist() == expected.offsets.tolist()
@@ -148,3 +160,88 @@ def test_split_plan_check_takes_unsorted_indices() -> None:
     check_split_plan(SplitPlan(np.array([3, 0]), np.array([2, 1])), 4)
     with pytest.raises(DataError, match="both train and validation"):
         check_split_plan(SplitPlan(np.array([3, 0]), np.array([2, 3])), 4)
+
+
+def test_chunks_are_bounded_by_segments_and_by_characters(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tokens_module, "ENCODE_CHUNK_SEGMENTS", 4)
+    monkeypatch.setattr(tokens_module, "ENCODE_CHUNK_CHARS", 10)
+    texts = ["a"] * 9 + ["bbbbbb", "cccccc", "d", "e" * 25, "f"]
+    chunks = list(text_chunks(texts))
+    assert [t for chunk in chunks for t in chunk] == texts
+    assert chunks == [
+        ["a"] * 4,
+        ["a"] * 4,
+        ["a", "bbbbbb", "cccccc"],  # stops at the segment that reaches 10 characters
+        ["d", "e" * 25],  # a long segment ends its chunk (alone if it comes first)
+        ["f"],
+    ]
+
+
+class WatchingTokenizer(CharTokenizer):
+    """Records, for each ``encode_batch`` call, its thread, whether another call was running,
+    and how many segments the dataset had yielded by then."""
+
+    def __init__(self, yielded: list[int], fail_at: int | None = None) -> None:
+        self.yielded = yielded
+        self.fail_at = fail_at
+        self.calls: list[tuple[str, bool, int]] = []
+        self.running = threading.Lock()
+
+    def encode_batch(self, texts):  # type: ignore[no-untyped-def]
+        overlapping = not self.running.acquire(blocking=False)
+        try:
+            if self.fail_at is not None and len(self.calls) == self.fail_at:
+                raise RuntimeError("the tokenizer broke")
+            self.calls.append((threading.current_thread().name, overlapping, self.yielded[0]))
+            time.sleep(0.002)  # the caller reads ahead meanwhile, as far as it may
+            return super().encode_batch(texts)
+        finally:
+            if not overlapping:
+                self.running.release()
+
+
+def counted(texts: list[str], yielded: list[int]):  # type: ignore[no-untyped-def]
+    for text in texts:
+        yielded[0] += 1
+        yield text
+
+
+def test_encoding_runs_on_one_worker_thread_and_reads_at_most_one_chunk_ahead(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(tokens_module, "ENCODE_CHUNK_SEGMENTS", 10)
+    texts = [f"segment {i}" for i in range(95)]
+    yielded = [0]
+    tokenizer = WatchingTokenizer(yielded)
+    stream = build_token_stream(counted(texts, yielded), tokenizer, tmp_path)  # type: ignore[arg-type]
+    assert stream.num_segments == 95
+    assert stream.tokens.tolist() == build_token_stream(texts, CharTokenizer()).tokens.tolist()  # type: ignore[arg-type]
+    threads = {name for name, _, _ in tokenizer.calls}
+    assert len(threads) == 1 and threading.main_thread().name not in threads
+    assert not any(overlapping for _, overlapping, _ in tokenizer.calls)
+    for index, (_, _, seen) in enumerate(tokenizer.calls):
+        # Chunk ``index`` is encoded while chunk ``index - 1`` is written: the dataset is at
+        # most one chunk further (memory holds three chunks, whatever the corpus size).
+        assert seen <= (index + 2) * 10, (index, seen)
+
+
+def encode_workers() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("baseline-encode")]
+
+
+def test_a_tokenizer_error_stops_the_build_and_names_the_tokenizer(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    yielded = [0]
+    tokenizer = WatchingTokenizer(yielded, fail_at=1)
+    texts = [f"segment {i}" for i in range(3 * tokens_module.ENCODE_CHUNK_SEGMENTS)]
+    with pytest.raises(PluginError, match=r"^tokenizer 'w': RuntimeError: the tokenizer broke$"):
+        build_token_stream(counted(texts, yielded), tokenizer, tmp_path, label="tokenizer 'w'")  # type: ignore[arg-type]
+    assert len(tokenizer.calls) == 1
+    assert not encode_workers()  # no worker left behind
+
+
+def test_a_consumer_that_stops_early_leaves_no_worker() -> None:
+    chunks = encoded_chunks([f"s{i}" for i in range(5000)], CharTokenizer(), "t")  # type: ignore[arg-type]
+    first, encoded = next(chunks)
+    assert encoded[0] == [ord(c) for c in first[0]]
+    chunks.close()
+    assert not encode_workers()

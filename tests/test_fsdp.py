@@ -171,18 +171,23 @@ def test_fsdp_matches_ddp(ddp_run: Path, fsdp_run: Path) -> None:
     assert sample.returncode == 0, sample.stderr
 
 
-def test_fsdp_with_muon_matches_ddp(workdir: Path) -> None:
+@pytest.mark.parametrize("ns_precision, weights_atol", [("bf16", 1e-3), ("fp32", 1e-4)])
+def test_fsdp_with_muon_matches_ddp(workdir: Path, ns_precision: str, weights_atol: float) -> None:
     # Muon steps the DTensor shards of the hidden matrices; its orthogonalisation must see
-    # the whole matrix, as under DDP.
+    # the whole matrix, as under DDP: torch's per-matrix step in bf16, ours in float32.
     muon = ("--set", 'train.optimizer="muon"', "--set", "train.max_steps=4")
-    ddp = run(workdir, *muon, "--set", "run.run_name=ddp_muon")
+    muon += ("--set", f'train.optimizer_precision="{ns_precision}"')
+    ddp = run(workdir, *muon, "--set", f"run.run_name=ddp_muon_{ns_precision}")
     assert ddp.returncode == 0, ddp.stderr
-    fsdp = run(workdir, *FSDP, *muon, "--set", "run.run_name=fsdp_muon")
+    fsdp = run(workdir, *FSDP, *muon, "--set", f"run.run_name=fsdp_muon_{ns_precision}")
     assert fsdp.returncode == 0, fsdp.stderr
-    # torch.optim.Muon orthogonalises in bf16: the float differences of the two gradient
-    # reductions can round to neighbouring bf16 values, so the weights get a looser bound.
+    # In bf16 the float differences of the two gradient reductions can round to neighbouring
+    # bf16 values, so the weights get a looser bound there.
+    runs = workdir / "runs"
     assert_close_runs(
-        workdir / "runs" / "fsdp_muon", workdir / "runs" / "ddp_muon", weights_atol=1e-3
+        runs / f"fsdp_muon_{ns_precision}",
+        runs / f"ddp_muon_{ns_precision}",
+        weights_atol=weights_atol,
     )
 
 

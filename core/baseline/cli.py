@@ -1,7 +1,7 @@
-"""Command line: ``baseline run|validate|plugins|runs|plot|sample|export|eval|new-plugin`` and
-``baseline-run``. Every user-facing failure prints one line on stderr and exits non-zero (2 for
-bad input, 1 for a failed training run, 130/143 when interrupted); no traceback unless
-``BASELINE_DEBUG=1``.
+"""Command line: ``baseline run|validate|plugins|runs|plot|sample|export|eval|new-plugin``, the
+commands of plugins (``baseline_register_commands``), and ``baseline-run``. Every user-facing
+failure prints one line on stderr and exits non-zero (2 for bad input, 1 for a failed training
+run, 130/143 when interrupted); no traceback unless ``BASELINE_DEBUG=1``.
 """
 
 from __future__ import annotations
@@ -381,8 +381,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``baseline``."""
     from baseline.distributed.launch import finish_worker
 
-    args = build_parser().parse_args(argv)
-    return finish_worker(_execute(COMMANDS[args.command], args))
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser, handlers = build_parser(), dict(COMMANDS)
+    if not argv or argv[0] not in COMMANDS:  # --help, a plugin's command, or a typo
+        from baseline.plugins.discovery import add_plugin_commands
+
+        handlers.update(add_plugin_commands(parser, COMMANDS))
+    args = parser.parse_args(argv)
+    return finish_worker(_execute(handlers[args.command], args))
 
 
 def run_main(argv: Sequence[str] | None = None) -> int:

@@ -185,6 +185,7 @@ def _run_in_directory(
                 "tokenizer_file": tokenizer_file,
                 "versions": environment_versions(plugin_set),
                 "device": str(trainer.device),
+                "precision": trainer.precision.record(),
                 "distributed": {"world_size": dist.world_size, "backend": dist.backend},
                 "parameters": trainer.num_parameters,
                 "data": {

@@ -82,9 +82,13 @@ class TrainConfig:
     #: Batch size for validation (default: ``batch_size``).
     eval_batch_size: int | None = attrs.field(default=None, validator=at_least(1))
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
-    #: Matmul precision: ``auto`` is bf16 autocast on CUDA and fp32 elsewhere; ``bf16``
-    #: autocasts on any device (CPUs with AVX512-BF16 or AMX run it faster).
+    #: Matmul precision: ``auto`` is bf16 autocast on a GPU with native bf16 and fp32
+    #: elsewhere; ``bf16`` autocasts on any device (slow where bf16 is emulated).
     precision: Literal["auto", "fp32", "bf16"] = "auto"
+    #: Precision of the optimizer's internal iterations (Muon's Newton-Schulz): ``auto`` is bf16
+    #: where the device computes bf16 natively (a GPU, a CPU with AVX512-BF16 or AMX) and fp32
+    #: elsewhere; the run's log and ``run_config.json`` say which was chosen and why.
+    optimizer_precision: Literal["auto", "fp32", "bf16"] = "auto"
     #: Compile the training model with ``torch.compile`` (worth it for long GPU runs; the
     #: compilation itself takes tens of seconds).
     compile: bool = False

@@ -4,6 +4,8 @@
 - ``segments``: segment sizes streamed to disk;
 - ``fit_record`` and ``lineage``: what a fitted file or a run's weights learned from;
 - ``tokens`` and ``token_cache``: tokenizing and the cache on disk;
+- ``measured`` and ``file_stamps``: what an earlier run measured, reused while the files it
+  came from (and the cache's) are unchanged;
 - ``prepared``: the prepared data handed to the trainer;
 - ``windows``: training and validation windows, sharded over ranks.
 

@@ -2,6 +2,9 @@
 
 1. Measure every segment (its UTF-8 size) in one pass; for a split of protocol 2 the same
    pass records each segment's text and source on disk (:mod:`baseline.data.segments`).
+   A split of protocol 1 of a dataset whose files are unchanged since an earlier run takes
+   the sizes (and the dataset's fingerprint) that run recorded: no pass
+   (:mod:`baseline.data.measured`).
 2. Split the segments into training and validation: a split sees them all, sizes or text,
    but learns nothing that reaches the model.
 3. Fit the tokenizer on the training segments only: not one validation segment reaches it.
@@ -25,6 +28,14 @@ import numpy as np
 
 from baseline.config import PATH_METADATA_KEY, ExperimentConfig
 from baseline.data.lineage import reload_own_tokenizer, reuse_source_tokenizer
+from baseline.data.measured import (
+    DatasetFiles,
+    MeasuredRecord,
+    dataset_files,
+    forget_record,
+    load_record,
+    save_record,
+)
 from baseline.data.prepared import PreparedData
 from baseline.data.segments import SegmentStore, record_segments, split_protocol
 from baseline.data.token_cache import (
@@ -53,14 +64,18 @@ def token_cache_root(config: ExperimentConfig) -> Path:
     return Path(config.run.artifacts_root) / ".token_cache"
 
 
-def dataset_identity(dataset: DatasetAdapter, dataset_config: Any) -> str | None:
+def dataset_identity(
+    dataset: DatasetAdapter, dataset_config: Any, fingerprint: str | None = None
+) -> str | None:
     """A hash of the dataset's fingerprint and its settings other than file paths: equal when
     it yields the same segments, wherever the files live (a copy of the corpus elsewhere is
     the same dataset for a fit record).
 
+    ``fingerprint``: the adapter's, when known already (else ``fingerprint()`` is called).
     ``None`` when the adapter has no ``fingerprint()``.
     """
-    fingerprint = adapter_fingerprint(dataset)
+    if fingerprint is None:
+        fingerprint = adapter_fingerprint(dataset)
     if fingerprint is None:
         return None
     settings = {
@@ -84,22 +99,46 @@ def segment_delimiter(dataset: DatasetAdapter, dataset_name: str) -> str:
     return delimiter
 
 
-def training_segments(segments: Iterator[str], train_mask: np.ndarray) -> Iterator[str]:
-    """The segments whose ``train_mask`` entry is true; stops after the last of them."""
+class SegmentsChanged(DataError):
+    """The dataset yielded other segments than the split saw (another pass, or a record)."""
+
+
+def training_segments(
+    segments: Iterator[str], train_mask: np.ndarray, sizes: np.ndarray | None = None
+) -> Iterator[str]:
+    """The segments whose ``train_mask`` entry is true; stops after the last of them.
+
+    With ``sizes`` (what the split saw), every segment up to the last training one must have
+    its measured UTF-8 size: a segment out of place stops the pass before it is yielded.
+    """
     train_indices = np.flatnonzero(train_mask)
     if not len(train_indices):
         return
     last = int(train_indices[-1])
+    expected: list[int] = []
     for index, segment in enumerate(segments):
         if index >= len(train_mask):
-            raise DataError(
+            raise SegmentsChanged(
                 f"the dataset yielded more than the {len(train_mask):,} segments it had when "
                 "it was measured; its segments() must yield the same segments on every pass"
             )
+        if sizes is not None:
+            if index % _SIZES_BLOCK == 0:
+                expected = sizes[index : index + _SIZES_BLOCK].tolist()
+            size = len(segment.encode("utf-8"))
+            if size != expected[index % _SIZES_BLOCK]:
+                raise SegmentsChanged(
+                    f"the dataset's segment {index:,} has {size:,} bytes, "
+                    f"{expected[index % _SIZES_BLOCK]:,} when it was measured; its segments() "
+                    "must yield the same segments on every pass"
+                )
         if train_mask[index]:
             yield segment
         if index == last:
             return
+
+
+_SIZES_BLOCK = 1 << 16
 
 
 def sourced_segments(dataset: DatasetAdapter) -> Iterable[tuple[str, str]]:
@@ -146,13 +185,18 @@ def measure(config: ExperimentConfig, components: Components, scratch: Path) -> 
 
 
 def load_token_stream(
-    config: ExperimentConfig, components: Components, config_data: Mapping[str, Any]
+    config: ExperimentConfig,
+    components: Components,
+    config_data: Mapping[str, Any],
+    dataset_fingerprint: str | None = None,
 ) -> TokenStream:
-    """Tokenize the corpus, or reuse the cached stream of an identical dataset and tokenizer."""
+    """Tokenize the corpus, or reuse the cached stream of an identical dataset and tokenizer
+    (``dataset_fingerprint``: the dataset's, when known already)."""
     started = time.perf_counter()
     dataset_label, tokenizer_label = components.label("dataset"), components.label("tokenizer")
-    with plugin_call(dataset_label):
-        dataset_fingerprint = adapter_fingerprint(components.dataset)
+    if dataset_fingerprint is None:
+        with plugin_call(dataset_label):
+            dataset_fingerprint = adapter_fingerprint(components.dataset)
     with plugin_call(tokenizer_label):
         tokenizer_fingerprint = adapter_fingerprint(components.tokenizer)
     segments = functools.partial(plugin_iter, dataset_label, components.dataset.segments)
@@ -213,23 +257,73 @@ def _prepare(
     init: SourceRun | None = None,
     tokenizer_file: Path | None = None,
 ) -> PreparedData:
-    dataset_name = str(config_data["dataset"].get("name", "dataset"))
     labels = {
         kind: components.label(kind, str(config_data.get(kind, {}).get("name", "")))
         for kind in ("dataset", "tokenizer", "split")
     }
     components = attrs.evolve(components, labels=labels)
-    store = measure(config, components, scratch)
-    sizes = store.sizes
+    cache_root = token_cache_root(config)
+    files: DatasetFiles | None = None
+    record: MeasuredRecord | None = None
+    if split_protocol(components.split) != SEGMENTS_SPLIT_PROTOCOL:
+        # The sizes are all the split needs: maybe an earlier run recorded them.
+        with plugin_call(labels["dataset"]):
+            files = dataset_files(components.dataset, config.dataset)
+        record = load_record(cache_root, files) if files is not None else None
+    if record is None:
+        store = measure(config, components, scratch)
+        with plugin_call(labels["dataset"]):
+            fingerprint = adapter_fingerprint(components.dataset)
+        prepared = _split_fit_tokenize(
+            config, components, config_data, store, fingerprint, init, tokenizer_file
+        )
+        if files is not None and fingerprint is not None:
+            save_record(cache_root, scratch, files, store.sizes, fingerprint)
+        return prepared
+    assert files is not None
+    log.info(
+        "dataset: %s segments, %s bytes (as measured by an earlier run: its %s unchanged, "
+        "not read again)",
+        f"{len(record.sizes):,}",
+        f"{int(record.sizes.sum()):,}",
+        "file is" if len(files.files) == 1 else "files are",
+    )
+    try:
+        return _split_fit_tokenize(
+            config, components, config_data, record, record.fingerprint, init, tokenizer_file
+        )
+    except SegmentsChanged as error:
+        forget_record(cache_root, scratch, files.key)
+        raise SegmentsChanged(
+            f"{error} (the segment sizes an earlier run recorded for the dataset's unchanged "
+            "files are removed: run again to measure it afresh)"
+        ) from None
+
+
+def _split_fit_tokenize(
+    config: ExperimentConfig,
+    components: Components,
+    config_data: Mapping[str, Any],
+    measured: SegmentStore | MeasuredRecord,
+    fingerprint: str | None,
+    init: SourceRun | None,
+    tokenizer_file: Path | None,
+) -> PreparedData:
+    """Split the measured segments, fit the tokenizer on the training side, tokenize."""
+    labels = components.labels
+    dataset_name = str(config_data["dataset"].get("name", "dataset"))
+    sizes = measured.sizes
     with plugin_call(labels["dataset"]):
-        identity = dataset_identity(components.dataset, config.dataset)
+        identity = dataset_identity(components.dataset, config.dataset, fingerprint)
     with plugin_call(labels["split"]):  # its plan is checked as its output
         if split_protocol(components.split) == SEGMENTS_SPLIT_PROTOCOL:
-            plan = components.split.split(store)
+            assert isinstance(measured, SegmentStore)
+            plan = components.split.split(measured)
         else:  # protocol 1: the sizes alone, as the split's older signature expects
             sized_split: Any = components.split
             plan = sized_split.split(sizes)
-        store.close()
+        if isinstance(measured, SegmentStore):
+            measured.close()
         check_split_plan(plan, len(sizes))
     train = np.asarray(plan.train, dtype=np.int64)
     validation = np.asarray(plan.validation, dtype=np.int64)
@@ -245,7 +339,7 @@ def _prepare(
     else:  # the dataset's errors (and its extra segments) name the dataset, not the tokenizer
         segments = plugin_iter(
             labels["dataset"],
-            lambda: training_segments(components.dataset.segments(), train_mask),
+            lambda: training_segments(components.dataset.segments(), train_mask, sizes),
         )
         with plugin_call(labels["tokenizer"]):
             components.tokenizer.fit(segments, source)
@@ -259,11 +353,11 @@ def _prepare(
     )
 
     try:
-        stream = load_token_stream(config, components, config_data)
+        stream = load_token_stream(config, components, config_data, fingerprint)
     except PluginOutputError as error:
         raise PluginError(f"{labels['tokenizer']}: {error}") from None
     if stream.num_segments != len(sizes) or not np.array_equal(stream.byte_counts, sizes):
-        raise DataError(
+        raise SegmentsChanged(
             f"dataset {dataset_name!r} yielded other segments when tokenized than when "
             f"measured ({stream.num_segments:,} against {len(sizes):,}); its segments() must "
             "yield the same segments on every pass"

@@ -2,27 +2,35 @@
 
 The stream is built chunk by chunk: with a directory, tokens are appended to a file as they
 are produced and the result is a read-only memory map, so a corpus larger than memory can
-be tokenized and trained on.
+be tokenized and trained on. A chunk is handed to the tokenizer's ``encode_batch`` whole
+(a Rust tokenizer such as the ``bpe`` plugin's encodes it on every core), and the next chunk
+is encoded in a worker thread while this one is written: memory holds at most three chunks.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import attrs
 import numpy as np
 
-from baseline.data.segments import chunks, utf8_sizes
+from baseline.data.segments import utf8_sizes
 from baseline.errors import DataError
 from baseline.plugins.calls import plugin_call
 from baseline.plugins.output_checks import PluginOutputError, check_token_ids
 from baseline.plugins.protocols import SplitPlan, TokenizerAdapter
 
-ENCODE_CHUNK_SEGMENTS = 1024
+#: A chunk handed to ``encode_batch`` holds at most this many segments, and stops at the
+#: first segment that brings it to ``ENCODE_CHUNK_CHARS`` characters (so a chunk of long
+#: documents stays small; a single longer segment is a chunk of its own).
+ENCODE_CHUNK_SEGMENTS = 4096
+ENCODE_CHUNK_CHARS = 1 << 20
 TOKENS_FILENAME = "tokens.bin"
 OFFSETS_FILENAME = "offsets.npy"
 BYTE_COUNTS_FILENAME = "byte_counts.npy"
@@ -88,7 +96,7 @@ def build_token_stream(
 
     With ``directory`` the tokens and the per-segment sizes are appended to files chunk by
     chunk and returned as read-only memory maps (see :func:`open_token_stream`): memory stays
-    bounded by one chunk, whatever the corpus size.
+    bounded by a few chunks, whatever the corpus size.
     """
     if directory is None:
         return _build_in_memory(segments, tokenizer, label)
@@ -103,8 +111,8 @@ def build_token_stream(
         sizes_path.open("wb") as sizes_out,
         bytes_path.open("wb") as bytes_out,
     ):
-        for chunk in chunks(segments, ENCODE_CHUNK_SEGMENTS):
-            flat, sizes = _encode_chunk(chunk, tokenizer, eos, dtype, label)
+        for chunk, encoded in encoded_chunks(segments, tokenizer, label):
+            flat, sizes = _flatten(chunk, encoded, tokenizer, eos, dtype)
             data = flat.tobytes()
             tokens_hash.update(data)
             tokens_out.write(data)
@@ -134,6 +142,58 @@ def build_token_stream(
     return open_token_stream(directory)
 
 
+def text_chunks(segments: Iterable[str]) -> Iterator[list[str]]:
+    """Consecutive segments in lists of at most :data:`ENCODE_CHUNK_SEGMENTS`, each ending at
+    the first segment that brings it to :data:`ENCODE_CHUNK_CHARS` characters."""
+    chunk: list[str] = []
+    chars = 0
+    for text in segments:
+        chunk.append(text)
+        chars += len(text)
+        if len(chunk) == ENCODE_CHUNK_SEGMENTS or chars >= ENCODE_CHUNK_CHARS:
+            yield chunk
+            chunk, chars = [], 0
+    if chunk:
+        yield chunk
+
+
+def encoded_chunks(
+    segments: Iterable[str], tokenizer: TokenizerAdapter, label: str
+) -> Iterator[tuple[list[str], list[list[int]]]]:
+    """Each chunk of :func:`text_chunks` with its ``encode_batch`` result, checked for length.
+
+    The tokenizer encodes the next chunk in a worker thread while the caller handles this
+    one and the dataset yields the one after: a tokenizer that releases the GIL (the Rust
+    ``tokenizers`` library does, and encodes a batch on every core) keeps encoding while
+    Python writes. ``encode_batch`` is called from that one thread, one call at a time.
+    """
+
+    def encode(chunk: list[str]) -> list[list[int]]:
+        with plugin_call(label):
+            encoded = tokenizer.encode_batch(chunk)
+        if len(encoded) != len(chunk):
+            raise PluginOutputError(
+                f"encode_batch returned {len(encoded)} sequences for {len(chunk)} texts; it "
+                "must return one list of ids per text"
+            )
+        return encoded
+
+    in_flight: list[tuple[list[str], Future[list[list[int]]]]] = []
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="baseline-encode") as worker:
+        try:
+            for chunk in text_chunks(segments):
+                in_flight.append((chunk, worker.submit(encode, chunk)))
+                if len(in_flight) == 2:
+                    done, future = in_flight.pop(0)
+                    yield done, future.result()
+            while in_flight:
+                done, future = in_flight.pop(0)
+                yield done, future.result()
+        finally:
+            for _, future in in_flight:  # stopped early: the next chunk is not needed
+                future.cancel()
+
+
 def file_digest(path: Path) -> dict[str, Any]:
     """``{"bytes": size, "sha256": hex digest}`` of a file, read in 8 MiB blocks."""
     digest = hashlib.sha256()
@@ -146,29 +206,38 @@ def file_digest(path: Path) -> dict[str, Any]:
 
 
 _HASH_BLOCK = 8 << 20
+#: The files of a stream directory that ``meta.json`` records.
+STREAM_FILES = (TOKENS_FILENAME, OFFSETS_FILENAME, BYTE_COUNTS_FILENAME)
 
 
-def stream_damage(directory: Path) -> str | None:
+def stream_damage(directory: Path, *, read_files: bool = True) -> str | None:
     """What is wrong with a stream directory written by :func:`build_token_stream`, or
-    ``None`` when every file has the size and SHA-256 recorded in its ``meta.json``."""
+    ``None`` when every file has the size and SHA-256 recorded in its ``meta.json``.
+
+    With ``read_files=False`` only ``meta.json`` and the files' sizes are checked: nothing
+    is read but ``meta.json`` (what :mod:`baseline.data.token_cache` does on every cache
+    hit; it hashes the files only when their stamps changed).
+    """
     try:
         meta = json.loads((directory / META_FILENAME).read_text(encoding="utf-8"))
         recorded = meta["files"]
-        names = (TOKENS_FILENAME, OFFSETS_FILENAME, BYTE_COUNTS_FILENAME)
         expected = {
-            name: (int(recorded[name]["bytes"]), str(recorded[name]["sha256"])) for name in names
+            name: (int(recorded[name]["bytes"]), str(recorded[name]["sha256"]))
+            for name in STREAM_FILES
         }
     except (OSError, ValueError, KeyError, TypeError):
         return f"{META_FILENAME} is missing or unreadable"
-    for name, (size, sha256) in expected.items():
-        path = directory / name
+    for name, (size, _) in expected.items():
         try:
-            actual_size = path.stat().st_size
+            actual_size = (directory / name).stat().st_size
         except OSError:
             return f"{name} is missing"
         if actual_size != size:
             return f"{name} has {actual_size:,} bytes, {size:,} were written"
-        if file_digest(path)["sha256"] != sha256:
+    if not read_files:
+        return None
+    for name, (_, sha256) in expected.items():
+        if file_digest(directory / name)["sha256"] != sha256:
             return f"{name} does not match its recorded SHA-256"
     return None
 
@@ -181,8 +250,8 @@ def _build_in_memory(
     pieces: list[np.ndarray] = []
     sizes: list[np.ndarray] = []
     byte_counts: list[np.ndarray] = []
-    for chunk in chunks(segments, ENCODE_CHUNK_SEGMENTS):
-        flat, chunk_sizes = _encode_chunk(chunk, tokenizer, eos, dtype, label)
+    for chunk, encoded in encoded_chunks(segments, tokenizer, label):
+        flat, chunk_sizes = _flatten(chunk, encoded, tokenizer, eos, dtype)
         pieces.append(flat)
         sizes.append(chunk_sizes)
         byte_counts.append(utf8_sizes(chunk))
@@ -194,30 +263,25 @@ def _build_in_memory(
     return TokenStream(np.concatenate(pieces), offsets, np.concatenate(byte_counts))
 
 
-def _encode_chunk(
-    chunk: list[str], tokenizer: TokenizerAdapter, eos: int, dtype: np.dtype[Any], label: str
+def _flatten(
+    chunk: list[str],
+    encoded: list[list[int]],
+    tokenizer: TokenizerAdapter,
+    eos: int,
+    dtype: np.dtype[Any],
 ) -> tuple[np.ndarray, np.ndarray]:
     """The chunk's tokens, each segment followed by ``eos``, and each segment's size.
 
     Ids are gathered as int64 and checked against the vocabulary (minimum and maximum of the
     chunk) before they are narrowed to ``dtype``.
     """
-    with plugin_call(label):
-        encoded = tokenizer.encode_batch(chunk)
-    if len(encoded) != len(chunk):
-        raise PluginOutputError(
-            f"encode_batch returned {len(encoded)} sequences for {len(chunk)} texts; it must "
-            "return one list of ids per text"
-        )
-    sizes = np.fromiter((len(ids) + 1 for ids in encoded), dtype=np.int64, count=len(encoded))
-    flat = np.empty(int(sizes.sum()), dtype=np.int64)
-    position = 0
-    for ids, size in zip(encoded, sizes.tolist(), strict=True):
-        flat[position : position + size - 1] = ids
-        flat[position + size - 1] = eos
-        position += size
+    lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(chunk))
+    body = np.fromiter(
+        itertools.chain.from_iterable(encoded), dtype=np.int64, count=int(lengths.sum())
+    )
+    flat = np.insert(body, np.cumsum(lengths), eos)  # eos after each segment's ids
     check_token_ids(flat, tokenizer.vocab_size)
-    return flat.astype(dtype), sizes
+    return flat.astype(dtype), lengths + 1
 
 
 #: Segments per block when turning the raw per-segment files into ``.npy`` arrays.

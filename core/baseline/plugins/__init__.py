@@ -7,6 +7,8 @@
 - ``components``: building the adapters an experiment names;
 - ``output_checks``: checking plugin output (logits, ids, shapes) where it enters the core;
 - ``versions``: the installed versions recorded in a run;
+- ``commands``: the commands plugins add to ``baseline`` (``baseline_register_commands``);
+- ``calls``: labelling what a plugin's adapter raises with the component's name;
 - ``listing``: the table ``baseline plugins`` prints.
 
 May import: :mod:`baseline.config` and :mod:`baseline.errors`.

@@ -2,14 +2,17 @@
 
 Each entry point is loaded and registered in isolation: one that fails to import, or raises
 while registering, is recorded as a :class:`~baseline.plugins.registry.LoadFailure` and skipped, so
-the other plugins keep working.
+the other plugins keep working. Besides components, a plugin may register commands of
+``baseline`` (:mod:`baseline.plugins.commands`); :func:`add_plugin_commands` adds those of the
+plugin set in use to the command line.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import functools
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from importlib import metadata
 from typing import Any
 
@@ -18,6 +21,7 @@ import pluggy
 
 from baseline.errors import PluginError
 from baseline.plugins import hookspecs
+from baseline.plugins.commands import Handler, PluginCommand, add_commands, collect_commands
 from baseline.plugins.registry import (
     Component,
     ComponentRegistry,
@@ -34,6 +38,7 @@ class PluginInfo:
     entry_point: str
     distribution: str
     version: str
+    #: ``(kind, name)`` of each component, then ``("command", name)`` of each command.
     components: tuple[tuple[str, str], ...]
 
 
@@ -44,6 +49,8 @@ class PluginSet:
     plugins: tuple[PluginInfo, ...]
     failures: tuple[LoadFailure, ...]
     registry: ComponentRegistry
+    #: The commands the plugins add to ``baseline``, in registration order.
+    commands: tuple[PluginCommand, ...] = ()
 
 
 @attrs.frozen
@@ -92,10 +99,12 @@ def build_plugin_set(
     registry = ComponentRegistry()
     all_failures = list(failures)
     infos: list[PluginInfo] = []
+    commands: list[PluginCommand] = []
     for source in sources:
         try:
             manager.register(source.plugin, name=f"{source.distribution}:{source.entry_point}")
             staged = _collect_registrations(manager, source)
+            added = collect_commands(manager, source.plugin, source.distribution, source.version)
         except PluginError as error:
             all_failures.append(
                 LoadFailure(source.entry_point, source.distribution, source.version, str(error))
@@ -115,16 +124,17 @@ def build_plugin_set(
             continue
         for component in staged:
             registry.add(component)  # duplicates across plugins raise PluginError
+        commands += added
         infos.append(
             PluginInfo(
                 source.entry_point,
                 source.distribution,
                 source.version,
-                tuple((c.kind, c.name) for c in staged),
+                tuple((c.kind, c.name) for c in staged) + tuple(("command", c.name) for c in added),
             )
         )
     registry.failures = all_failures
-    return PluginSet(tuple(infos), tuple(all_failures), registry)
+    return PluginSet(tuple(infos), tuple(all_failures), registry, tuple(commands))
 
 
 def _unregister(manager: pluggy.PluginManager, plugin: object) -> None:
@@ -195,3 +205,11 @@ def activated(plugin_set: PluginSet) -> Iterator[PluginSet]:
         yield plugin_set
     finally:
         _active.remove(plugin_set)
+
+
+def add_plugin_commands(
+    parser: argparse.ArgumentParser, core: Collection[str]
+) -> dict[str, Handler]:
+    """Add the commands of the plugin set in use to ``parser`` (whose subcommands are ``core``);
+    their handlers by name (see :func:`baseline.plugins.commands.add_commands`)."""
+    return add_commands(parser, default_plugins().commands, core)

@@ -12,14 +12,20 @@ group, that implements some of these hooks with :data:`hookimpl`. Each hook rece
   ``__init__`` takes the config is the usual choice. Import heavy libraries (torch, datasets)
   inside the factory or the adapter module, not at plugin import, so that ``baseline plugins``
   stays fast.
+
+:func:`baseline_register_commands` is the one hook that does not register a component: it adds
+a subcommand to ``baseline`` (``baseline sweep``), see :mod:`baseline.plugins.commands`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pluggy
+
+if TYPE_CHECKING:
+    import argparse
 
 PROJECT_NAME = "baseline"
 ENTRY_POINT_GROUP = "baseline.plugins"
@@ -55,6 +61,36 @@ def baseline_register_splits(register: Register) -> None:
 @hookspec
 def baseline_register_loggers(register: Register) -> None:
     """Register metrics loggers: ``factory(config)`` returns a ``LoggerAdapter``."""
+
+
+class RegisterCommand(Protocol):
+    """The ``register`` callable :func:`baseline_register_commands` receives."""
+
+    def __call__(
+        self,
+        name: str,
+        build: Callable[[argparse.ArgumentParser], None],
+        run: Callable[[argparse.Namespace], int],
+        *,
+        help: str = "",
+    ) -> None: ...
+
+
+@hookspec
+def baseline_register_commands(register: RegisterCommand) -> None:
+    """Add subcommands to ``baseline``: ``register(name, build, run, help=...)``.
+
+    * ``name``: the word after ``baseline`` (lowercase letters, digits and ``-``, starting with
+      a letter). A core command's name cannot be taken; two plugins registering one name make
+      that command fail with a line naming both.
+    * ``build(parser)``: add the command's arguments to its ``argparse`` parser. It runs each
+      time ``baseline`` lists or parses plugin commands (``baseline --help``), so it must be
+      cheap: import heavy libraries in ``run``.
+    * ``run(args)``: do the work and return the exit status. A
+      :class:`~baseline.errors.BaselineError` it raises is printed as the core prints its own
+      (one line, its ``exit_code``); any other exception is printed as one line naming the
+      command and its distribution, status 1.
+    """
 
 
 #: Component kind -> the hook that registers components of that kind.

@@ -38,6 +38,10 @@ class DatasetAdapter(Protocol):
     # for each segment ``segments()`` yields, in the same order: ``source`` says where the
     # segment comes from (a file name, a row). The core calls it instead of ``segments()``
     # for the measuring pass when the split takes :class:`Segments` (``Segments.source``).
+    #
+    # Optional: ``source_files() -> Sequence[str | Path]``, every file ``segments()`` reads.
+    # While none of them changes, a split of protocol 1 gets the sizes (and the core the
+    # fingerprint) an earlier run measured, without a pass (:mod:`baseline.data.measured`).
 
 
 @runtime_checkable

@@ -221,10 +221,10 @@ def _score(
 ) -> EvalResult:
     import contextlib
 
-    import torch
-
     from baseline.data.tokens import build_token_stream
     from baseline.data.windows import EvalWindows, window_loss_sum
+    from baseline.train.device import autocast as autocast_as
+    from baseline.train.precision import PrecisionPlan
 
     target = device
     stream = build_token_stream(segments, run.tokenizer, scratch)
@@ -241,10 +241,10 @@ def _score(
     model = run.model.to(target)
     model.eval()
 
+    dtype = PrecisionPlan.decide(precision, "auto", target).autocast
+
     def autocast() -> contextlib.AbstractContextManager[Any]:
-        if precision == "bf16" or (precision == "auto" and target.type == "cuda"):
-            return torch.autocast(target.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        return autocast_as(dtype, target)
 
     total, count = window_loss_sum(model, windows, target, autocast)
     loss = total.item() / count

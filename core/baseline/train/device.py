@@ -39,8 +39,8 @@ def peak_flops(device: torch.device) -> float | None:
     return next((peak for key, peak in PEAK_BF16_FLOPS.items() if key in name), None)
 
 
-def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager[Any]:
-    """bf16 autocast when ``train.precision`` asks for it (``auto``: on CUDA only)."""
-    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
+def autocast(dtype: str, device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    """bf16 autocast when the run's matmul dtype (``PrecisionPlan.autocast``) is bf16."""
+    if dtype == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()

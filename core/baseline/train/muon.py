@@ -5,15 +5,17 @@ small bf16 matmuls, and on 2 CPU cores the optimizer step took about 18 ms of a 
 training step. Stacking the matrices of one shape (every layer's ``qkv``, every layer's MLP
 input, ...) and iterating on the stack does the same arithmetic in a few batched matmuls
 (``benchmarks/muon_step.py`` measures both). The update is torch's: the same momentum and
-Nesterov blend, the same quintic coefficients and bf16 iterations, the same learning-rate
-adjustment and decoupled weight decay; the state (``momentum_buffer`` per parameter) and
-``state_dict`` are torch's, so checkpoints move between the two.
+Nesterov blend, the same quintic coefficients, the same learning-rate adjustment and
+decoupled weight decay; the state (``momentum_buffer`` per parameter) and ``state_dict`` are
+torch's, so checkpoints move between the two. The iterations run in bf16 as torch's do, or in
+float32 (``ns_dtype``) where bf16 is emulated and so far slower (``train.precision``'s plan).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch.distributed.tensor import DTensor
@@ -30,12 +32,16 @@ def _adjusted_lr(lr: float, adjust_lr_fn: str | None, shape: torch.Size) -> floa
 
 
 def orthogonalize(
-    stacked: torch.Tensor, coefficients: tuple[float, float, float], steps: int, eps: float
+    stacked: torch.Tensor,
+    coefficients: tuple[float, float, float],
+    steps: int,
+    eps: float,
+    dtype: torch.dtype = torch.bfloat16,
 ) -> torch.Tensor:
     """Newton-Schulz orthogonalisation of a ``(count, rows, columns)`` stack, rows <= columns,
-    in bf16, as torch's ``_zeropower_via_newtonschulz`` does for each matrix."""
+    in ``dtype``, as torch's ``_zeropower_via_newtonschulz`` does for each matrix in bf16."""
     a, b, c = coefficients
-    matrices = stacked.bfloat16()
+    matrices = stacked.to(dtype)
     norms = torch.linalg.matrix_norm(matrices, keepdim=True).clamp(min=eps)
     matrices = matrices / norms
     for _ in range(steps):
@@ -49,23 +55,30 @@ class BatchedMuon(torch.optim.Muon):
     """``torch.optim.Muon`` whose step orthogonalises same-shape updates together.
 
     Parameters that are ``DTensor`` shards (FSDP) take torch's own per-matrix step, which
-    gathers each whole matrix through DTensor's operators.
+    gathers each whole matrix through DTensor's operators (bf16), or, with ``ns_dtype``
+    float32, a per-matrix step that gathers each update and keeps this rank's shard.
+    ``ns_dtype`` is not part of the state: checkpoints load under either.
     """
+
+    def __init__(self, *args: Any, ns_dtype: torch.dtype = torch.bfloat16, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.ns_dtype = ns_dtype
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
         """One optimisation step over every parameter group."""
-        if any(isinstance(p, DTensor) for group in self.param_groups for p in group["params"]):
+        sharded = any(isinstance(p, DTensor) for g in self.param_groups for p in g["params"])
+        if sharded and self.ns_dtype == torch.bfloat16:
             return super().step(closure)  # type: ignore[no-any-return, no-untyped-call]
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            self._step_group(group)
+            self._step_group(group, sharded)
         return loss
 
-    def _step_group(self, group: dict[str, object]) -> None:
+    def _step_group(self, group: dict[str, object], sharded: bool) -> None:
         lr = float(group["lr"])  # type: ignore[arg-type]
         weight_decay = float(group["weight_decay"])  # type: ignore[arg-type]
         momentum = float(group["momentum"])  # type: ignore[arg-type]
@@ -86,6 +99,11 @@ class BatchedMuon(torch.optim.Muon):
             params.append(param)
             updates.append(param.grad.lerp(buffer, momentum) if group["nesterov"] else buffer)
 
+        if sharded:
+            updates = [self._gathered_orthogonal(update, group) for update in updates]
+            for param, update in zip(params, updates, strict=True):
+                _apply(param, update, lr, weight_decay, group)
+            return
         by_shape: dict[tuple[int, int], list[int]] = {}
         for index, update in enumerate(updates):
             rows, columns = update.shape
@@ -95,19 +113,55 @@ class BatchedMuon(torch.optim.Muon):
                 updates[i] if updates[i].size(0) <= updates[i].size(1) else updates[i].mT
                 for i in indices
             ]
-            orthogonal = orthogonalize(
-                torch.stack(wide),
-                group["ns_coefficients"],  # type: ignore[arg-type]
-                int(group["ns_steps"]),  # type: ignore[call-overload]
-                float(group["eps"]),  # type: ignore[arg-type]
-            )
+            orthogonal = _orthogonalize_group(torch.stack(wide), group, self.ns_dtype)
             for position, index in enumerate(indices):
                 param = params[index]
                 update = orthogonal[position]
                 if param.size(0) > param.size(1):
                     update = update.mT
-                param.mul_(1 - lr * weight_decay)
-                param.add_(
-                    update,
-                    alpha=-_adjusted_lr(lr, group["adjust_lr_fn"], param.shape),  # type: ignore[arg-type]
-                )
+                _apply(param, update, lr, weight_decay, group)
+
+    def _gathered_orthogonal(self, update: torch.Tensor, group: dict[str, object]) -> torch.Tensor:
+        """A sharded update orthogonalised whole (every rank gathers it), as this rank's shard."""
+        from torch.distributed.tensor import distribute_tensor
+
+        assert isinstance(update, DTensor)
+        whole = update.full_tensor()
+        wide = whole if whole.size(0) <= whole.size(1) else whole.mT
+        orthogonal = _orthogonalize_group(wide.unsqueeze(0), group, self.ns_dtype)[0]
+        if whole.size(0) > whole.size(1):
+            orthogonal = orthogonal.mT
+        # Every rank holds the same whole matrix: each keeps its own shard, nothing is sent.
+        return distribute_tensor(
+            orthogonal.to(update.dtype).contiguous(),
+            update.device_mesh,
+            update.placements,
+            src_data_rank=None,
+        )
+
+
+def _orthogonalize_group(
+    stacked: torch.Tensor, group: dict[str, object], dtype: torch.dtype
+) -> torch.Tensor:
+    return orthogonalize(
+        stacked,
+        group["ns_coefficients"],  # type: ignore[arg-type]
+        int(group["ns_steps"]),  # type: ignore[call-overload]
+        float(group["eps"]),  # type: ignore[arg-type]
+        dtype,
+    )
+
+
+def _apply(
+    param: torch.Tensor,
+    update: torch.Tensor,
+    lr: float,
+    weight_decay: float,
+    group: dict[str, object],
+) -> None:
+    """Decoupled weight decay, then the update at torch's adjusted learning rate."""
+    param.mul_(1 - lr * weight_decay)
+    param.add_(
+        update,
+        alpha=-_adjusted_lr(lr, group["adjust_lr_fn"], param.shape),  # type: ignore[arg-type]
+    )

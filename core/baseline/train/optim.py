@@ -11,6 +11,7 @@ import torch
 from baseline.config import TrainConfig
 from baseline.errors import ConfigError
 from baseline.train.muon import BatchedMuon
+from baseline.train.precision import PrecisionPlan
 
 _NO_DECAY_MODULES = (torch.nn.Embedding, torch.nn.LayerNorm, torch.nn.RMSNorm)
 
@@ -94,7 +95,11 @@ def muon_parameters(model: torch.nn.Module, vocab_size: int) -> list[torch.nn.Pa
 
 
 def build_optimizer(
-    model: torch.nn.Module, train: TrainConfig, vocab_size: int | None = None
+    model: torch.nn.Module,
+    train: TrainConfig,
+    vocab_size: int | None = None,
+    *,
+    precision: PrecisionPlan | None = None,
 ) -> torch.optim.Optimizer | OptimizerGroup:
     """``train.optimizer``: AdamW, or Muon for the hidden matrices with AdamW for the rest.
 
@@ -102,7 +107,8 @@ def build_optimizer(
     weights and embeddings are not decayed. Muon (``torch.optim.Muon``'s update, Newton-Schulz
     orthogonalised momentum, batched over same-shape matrices by :class:`BatchedMuon`) takes
     the same learning rate and weight decay: its update is scaled to AdamW's RMS
-    (``adjust_lr_fn="match_rms_adamw"``).
+    (``adjust_lr_fn="match_rms_adamw"``). Its Newton-Schulz iterations run in the dtype of
+    ``precision`` (by default, the plan for the device of the model's parameters).
     """
     if train.optimizer == "adamw":
         return _adamw(model, train, exclude=set())
@@ -120,8 +126,14 @@ def build_optimizer(
         momentum=train.muon_momentum,
         nesterov=True,
         adjust_lr_fn="match_rms_adamw",
+        ns_dtype=(precision or _plan_for(model, train)).newton_schulz_dtype,
     )
     return OptimizerGroup([muon, _adamw(model, train, exclude={id(p) for p in muon_params})])
+
+
+def _plan_for(model: torch.nn.Module, train: TrainConfig) -> PrecisionPlan:
+    device = next(model.parameters()).device
+    return PrecisionPlan.decide(train.precision, train.optimizer_precision, device)
 
 
 def _adamw(model: torch.nn.Module, train: TrainConfig, exclude: set[int]) -> torch.optim.AdamW:

@@ -44,6 +44,7 @@ from baseline.train.checkpointer import CheckpointManager, TrainingState
 from baseline.train.device import autocast, peak_flops, select_device
 from baseline.train.loss_windows import LossWindow, LossWindows, perplexity
 from baseline.train.optim import build_optimizer
+from baseline.train.precision import PrecisionPlan
 from baseline.train.signals import StopRequest, graceful_stop
 from baseline.train.validator import Sampler, Validator
 
@@ -92,6 +93,13 @@ class Trainer:
         self.model_label = model_label or component_label(
             "model", str(config_data.get("model", {}).get("name", "model"))
         )
+        self.agreement = RankAgreement(self.dist, self.device)
+        self.precision = PrecisionPlan.decide(
+            train.precision,
+            train.optimizer_precision,
+            self.device,
+            on_every_rank=lambda native: not self.agreement.any(not native),
+        )
         self.model = model.to(self.device)
         self.num_parameters = sum(p.numel() for p in self.model.parameters())
         self.fsdp = train.parallelism == "fsdp"
@@ -99,7 +107,7 @@ class Trainer:
             self.model,
             parallelism=train.parallelism,
             distributed=self.dist.enabled,
-            precision=train.precision,
+            precision=self.precision.autocast,
             device=self.device,
             reshard_after_forward=train.fsdp_reshard_after_forward,
             compile_model=train.compile,
@@ -115,13 +123,14 @@ class Trainer:
             autocast=self._autocast,
             gathered=(lambda: unsharded(self.model)) if self.fsdp else None,
         )
-        self.optimizer = build_optimizer(self.model, train, tokenizer.vocab_size)
+        self.optimizer = build_optimizer(
+            self.model, train, tokenizer.vocab_size, precision=self.precision
+        )
         self.accumulation = train.grad_accumulation_steps
         self.steps_per_epoch = self.windows.steps_per_epoch // self.accumulation
         self.tokens_per_step = train.batch_size * self.accumulation * train.seq_len
         self.budget = TrainingBudget(train, self.steps_per_epoch, self.tokens_per_step)
         self.total_steps = self.budget.total_steps
-        self.agreement = RankAgreement(self.dist, self.device)
         self.checkpoints = CheckpointManager(
             config,
             config_data,
@@ -155,6 +164,7 @@ class Trainer:
             f"{self.windows.num_windows:,}",
             self.steps_per_epoch,
         )
+        log.info("%s", self.precision.describe())
         resumed = None
         if config.run.resume_from_checkpoint:
             resumed = self.checkpoints.resume(self.model, self.optimizer)
@@ -186,7 +196,7 @@ class Trainer:
     # -- the loop ----------------------------------------------------------------------------
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
-        return autocast(self.train_config.precision, self.device)
+        return autocast(self.precision.autocast, self.device)
 
     #: Whether the model's output was checked (on the first training forward).
     _logits_checked = False
@@ -245,7 +255,9 @@ class Trainer:
             for index, batch in enumerate(micro_batches):
                 last = index == len(micro_batches) - 1  # gradients sync on the last
                 with accumulation_sync(self.model, self._ddp, sharded=self.fsdp, sync=last):
-                    loss = self._loss(batch) / self.accumulation
+                    loss = self._loss(batch)
+                    if self.accumulation > 1:  # no extra autograd node in the common case
+                        loss = loss / self.accumulation
                     loss.backward()  # type: ignore[no-untyped-call]
                 step_loss += loss.detach()
             if "ln_grad_norms" in due:

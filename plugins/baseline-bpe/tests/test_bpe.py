@@ -141,6 +141,24 @@ def test_round_trip_property(trained: BPETokenizer, text: str) -> None:
     assert trained.decode(ids) == text
 
 
+def test_a_batch_encodes_each_text_as_encode_alone_does(trained: BPETokenizer) -> None:
+    texts = [*CORPUS[:50], "", "  ", "ünïcode 🙂\n\nand <|endofsegment|>"]
+    alone = [trained.tokenizer.encode(text, add_special_tokens=False).ids for text in texts]
+    assert trained.encode_batch(texts) == alone
+
+
+def test_tokenizers_without_encode_batch_fast_encode_the_same(
+    trained: BPETokenizer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class Older:  # tokenizers before 0.20: encode_batch only
+        def __init__(self, inner: object) -> None:
+            self.encode_batch = inner.encode_batch  # type: ignore[attr-defined]
+
+    expected = trained.encode_batch(CORPUS[:20])
+    monkeypatch.setattr(trained, "_tokenizer", Older(trained.tokenizer))
+    assert trained.encode_batch(CORPUS[:20]) == expected
+
+
 def test_registers_bpe() -> None:
     assert in_process_plugins(baseline_bpe, installed=False).registry.names("tokenizer") == ["bpe"]
 

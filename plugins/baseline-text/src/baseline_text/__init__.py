@@ -103,6 +103,12 @@ class LocalTextDataset:
             return found
         return [(path.name, path)]
 
+    def source_files(self) -> list[Path]:
+        """The files :meth:`segments` reads, in order (:meth:`files`, without reading them):
+        while none of them changes, a run reuses the segment sizes and the fingerprint an
+        earlier run measured, and does not read the corpus."""
+        return [path for _, path in self.files()]
+
     @property
     def segment_delimiter(self) -> str:
         """The delimiter the end-of-segment token stands for (counted in bits per byte)."""
