@@ -40,7 +40,15 @@ BENCH_EXTRA_PLUGINS = {
     ],
 }
 #: Plugins of this repository a plugin's tests train with (the `plugin` session installs them).
-PLUGIN_TEST_PLUGINS = {"baseline-sweeps": STANDARD_PLUGINS}
+#: The sweeps' tests also log a sweep to TensorBoard, W&B and MLflow (test_logger_grouping.py).
+PLUGIN_TEST_PLUGINS = {
+    "baseline-sweeps": [
+        *STANDARD_PLUGINS,
+        "baseline-tensorboard",
+        "baseline-wandb",
+        "baseline-mlflow",
+    ]
+}
 CONSTRAINTS = ("-c", str(ROOT / "constraints.txt"))
 TEST_TOOLS = ("pytest>=8", "hypothesis>=6.100")
 # CI runs must be reproducible: hypothesis draws the same examples every run (pass

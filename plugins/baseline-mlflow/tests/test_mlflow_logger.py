@@ -220,6 +220,44 @@ def test_a_new_default_store_is_created(tmp_path: Path, monkeypatch: pytest.Monk
     assert not (tmp_path / "mlruns").exists()
 
 
+STARTER = """
+import json, sys
+from pathlib import Path
+from baseline.plugins.protocols import RunInfo
+from baseline_mlflow import MlflowConfig, MlflowLogger
+
+run_dir = Path(sys.argv[2])
+run_dir.mkdir(parents=True)
+(run_dir / "run_config.json").write_text(json.dumps({"config": {}}))
+info = RunInfo(project_name="racing", run_name=run_dir.name, run_dir=run_dir, config={},
+               epochs=1, steps_per_epoch=1, total_steps=1, start_step=0)
+sys.stdin.readline()  # every process is started before any touches the store
+MlflowLogger(MlflowConfig(tracking_uri=sys.argv[1])).start(info).finish(0)
+"""
+
+
+def test_runs_starting_at_once_on_a_new_store_all_start(tmp_path: Path) -> None:
+    # Sweep workers do this: each process would create the store's tables and migrate them.
+    store = f"sqlite:///{tmp_path / 'new' / 'mlflow.db'}"
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", STARTER, store, str(tmp_path / f"run-{i}")],
+            stdin=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(3)
+    ]
+    for process in processes:
+        assert process.stdin is not None
+        process.stdin.write("go\n")
+        process.stdin.flush()
+    for process in processes:
+        _, stderr = process.communicate(timeout=120)
+        assert process.returncode == 0, stderr
+    assert len(run_ids(store, "racing")) == 3
+
+
 def test_mlflow_environment_variables_are_honoured(
     store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

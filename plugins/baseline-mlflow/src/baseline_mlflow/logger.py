@@ -30,6 +30,7 @@ from urllib.parse import urlparse
 from baseline.errors import BaselineError, ConfigError, PluginError
 from baseline.plugins.protocols import MetricRecord, RunInfo
 from baseline.runs.artifacts import atomic_write_text
+from baseline.runs.locks import waiting_lock
 from baseline_mlflow.config import MlflowConfig
 
 if TYPE_CHECKING:
@@ -200,6 +201,7 @@ class MlflowLogger:
             raise PluginError(
                 f"{KEY_PATH}: cannot import MLflow ({error}); run: pip install mlflow-skinny"
             ) from None
+        store_lock: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
         if tracking_uri.startswith("sqlite:///"):
             database = Path(tracking_uri.removeprefix("sqlite:///"))
             try:
@@ -210,9 +212,14 @@ class MlflowLogger:
                     f"({error.strerror or type(error).__name__}); set tracking_uri",
                     key_path=f"{KEY_PATH}.tracking_uri",
                 ) from None
+            # Runs starting at once (sweep workers, several runs) on a new store would each
+            # create its tables and migrate it, and all but one fail: one at a time.
+            store_lock = waiting_lock(
+                database.with_name(database.name + ".lock"), setting=f"{KEY_PATH}.tracking_uri"
+            )
         id_file = run.run_dir / RUN_ID_FILENAME
         try:
-            with _quiet_store_setup():
+            with store_lock, _quiet_store_setup():
                 client = MlflowClient(tracking_uri=tracking_uri)
                 experiment_id = self._experiment_id(client, run, tracking_uri)
                 mlflow_run_id, resumed = self._open_run(client, experiment_id, run, id_file)
