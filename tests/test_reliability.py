@@ -400,7 +400,7 @@ def test_full_disk_while_checkpointing_is_one_line_and_keeps_old_files(
         experiment_from_data(
             {**tiny_data, "run": {**tiny_data["run"], "run_name": "straight"}}, registry
         )
-    )
+    ).run_dir
     assert read_metrics(run_dir) == read_metrics(straight)
     assert_same_weights(straight / "baseline_model.pt", run_dir / "baseline_model.pt")
 
