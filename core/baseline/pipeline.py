@@ -196,6 +196,11 @@ def _run_in_directory(
                     "train_segments": data.train_segments,
                     "validation_segments": data.validation_segments,
                     "end_of_segment_text": data.end_of_segment_text,
+                    **(
+                        {"sources": {source.name: source.record() for source in data.sources}}
+                        if data.sources
+                        else {}
+                    ),
                 },
             },
         )

@@ -29,8 +29,10 @@ from baseline.config import (
     TrainConfig,
 )
 from baseline.config.converter import config_converter
+from baseline.config.mixture import MIXTURE_NAME, MixtureConfig
 from baseline.config.requirements import check_requirements
 from baseline.errors import ConfigError, FieldError
+from baseline.experiment.mixture import mixture_data, structure_mixture
 from baseline.experiment.suggestions import (
     OVERRIDE_SOURCE,
     misspelt_required,
@@ -195,6 +197,8 @@ def _structure_component(
     name = table["name"]
     if not isinstance(name, str):
         raise ConfigError(f"expected a string, got {name!r}", key_path=f"{key_path}.name")
+    if kind == "dataset" and name == MIXTURE_NAME:  # sources resolved like [dataset] tables
+        return structure_mixture(table, key_path, registry, structure)
     component = registry.get(kind, name)
     fields = {k: v for k, v in table.items() if k != "name"}
     return structure(fields, component.config_cls, key_path)
@@ -349,7 +353,9 @@ def experiment_to_data(config: ExperimentConfig, registry: ComponentRegistry) ->
     A validated experiment has this already (``ResolvedExperiment.config_data``).
     """
     names = {
-        key: registry.name_of(kind, getattr(config, key))
+        key: MIXTURE_NAME
+        if isinstance(getattr(config, key), MixtureConfig)
+        else registry.name_of(kind, getattr(config, key))
         for key, kind in COMPONENT_SECTIONS.items()
     }
     loggers: dict[str, ComponentConfig] = {}
@@ -369,7 +375,11 @@ def experiment_data(
     plain = unstructure_config
     data: dict[str, Any] = {"run": plain(config.run)}
     for key in COMPONENT_SECTIONS:
-        data[key] = {"name": names[key], **plain(getattr(config, key))}
+        section = getattr(config, key)
+        if isinstance(section, MixtureConfig):
+            data[key] = {"name": MIXTURE_NAME, **mixture_data(section, plain)}
+        else:
+            data[key] = {"name": names[key], **plain(section)}
     data["train"] = plain(config.train)
     logging_data: dict[str, Any] = {
         key: value for key, value in plain(config.logging).items() if key != "loggers"
