@@ -29,9 +29,19 @@ import numpy as np
 from baseline.config import ExperimentConfig
 from baseline.config.mixture import MixtureConfig
 from baseline.data.lineage import reload_own_tokenizer, reuse_source_tokenizer
+from baseline.data.preparation import (
+    SegmentsChanged,
+    check_data_size,
+    dataset_identity,
+    load_token_stream,
+    measure,
+    segment_delimiter,
+    token_cache_root,
+    training_segments,
+)
 from baseline.data.prepared import PreparedData, SourceData
 from baseline.data.segments import split_protocol
-from baseline.data.token_cache import adapter_fingerprint, cache_key
+from baseline.data.token_cache import adapter_fingerprint, cache_key, segment_scratch
 from baseline.data.tokens import check_split_plan
 from baseline.data.windows import range_window_starts
 from baseline.errors import ConfigError, PluginError
@@ -40,6 +50,7 @@ from baseline.plugins.components import Components
 from baseline.plugins.mixture import SourceAdapters
 from baseline.plugins.output_checks import PluginOutputError
 from baseline.plugins.protocols import SEGMENTS_SPLIT_PROTOCOL, FitSource
+from baseline.runs.locks import lock_wait_limit
 from baseline.runs.source_run import SourceRun
 
 log = logging.getLogger("baseline")
@@ -107,8 +118,6 @@ def fit_masks(measured: list[MeasuredSource]) -> list[np.ndarray]:
 
 
 def _fit_side(part: MeasuredSource, mask: np.ndarray) -> Iterator[str]:
-    from baseline.data.preparation import training_segments
-
     return training_segments(part.adapters.dataset.segments(), mask, part.sizes)
 
 
@@ -116,8 +125,6 @@ def measure_sources(
     config: ExperimentConfig, components: Components, scratch: Path
 ) -> list[MeasuredSource]:
     """Measure and split each source on its own."""
-    from baseline.data.preparation import dataset_identity, measure
-
     measured = []
     for index, source in enumerate(components.sources):
         directory = scratch / f"source-{index}"
@@ -180,6 +187,26 @@ def mixture_identity(measured: list[MeasuredSource]) -> str | None:
     return cache_key({"mixture": [[part.adapters.name, part.identity] for part in measured]})
 
 
+def prepare_mixture_data(
+    config: ExperimentConfig,
+    components: Components,
+    config_data: Mapping[str, Any],
+    init: SourceRun | None = None,
+    tokenizer_file: Path | None = None,
+) -> PreparedData:
+    """:func:`baseline.data.preparation.prepare_data` for a mixture (``components.sources``)."""
+    labels = {
+        kind: components.label(kind, str(config_data.get(kind, {}).get("name", "")))
+        for kind in ("dataset", "tokenizer", "split")
+    }
+    components = attrs.evolve(components, labels=labels)
+    with (
+        lock_wait_limit(config.run.lock_timeout_s),  # for the tokenizer's and the cache's
+        segment_scratch(token_cache_root(config)) as scratch,
+    ):
+        return prepare_mixture(config, components, config_data, scratch, init, tokenizer_file)
+
+
 def prepare_mixture(
     config: ExperimentConfig,
     components: Components,
@@ -190,13 +217,6 @@ def prepare_mixture(
 ) -> PreparedData:
     """Measure and split each source, fit the tokenizer on the training side of every source
     in proportion to the mix, tokenize (see the module docstring)."""
-    from baseline.data.preparation import (
-        SegmentsChanged,
-        check_data_size,
-        load_token_stream,
-        segment_delimiter,
-    )
-
     mixture = config.dataset
     assert isinstance(mixture, MixtureConfig)
     measured = measure_sources(config, components, scratch)

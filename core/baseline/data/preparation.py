@@ -262,10 +262,6 @@ def _prepare(
         for kind in ("dataset", "tokenizer", "split")
     }
     components = attrs.evolve(components, labels=labels)
-    if components.sources:  # a mixture: each source measured and split on its own
-        from baseline.data.mixture_preparation import prepare_mixture
-
-        return prepare_mixture(config, components, config_data, scratch, init, tokenizer_file)
     cache_root = token_cache_root(config)
     files: DatasetFiles | None = None
     record: MeasuredRecord | None = None
