@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 import attrs
 import numpy as np
 import pytest
+import torch
 from core_support import write_toml
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -21,14 +23,14 @@ from hypothesis import strategies as st
 pytest.importorskip("baseline_text")
 pytest.importorskip("baseline_bpe")
 
-from baseline.config import SplitConfig
+from baseline.config import LoggerConfig, SplitConfig
 from baseline.data.mixture import MixtureSchedule
 from baseline.data.mixture_windows import MixtureTrainWindows
-from baseline.errors import ConfigError
+from baseline.errors import ConfigError, RunInterrupted
 from baseline.experiment.loading import experiment_from_data, load_experiment
 from baseline.pipeline import model_pipeline
 from baseline.plugins.hookspecs import Register, hookimpl
-from baseline.plugins.protocols import SplitPlan
+from baseline.plugins.protocols import MetricRecord, RunInfo, SplitPlan
 from baseline.testing import (
     RecordingTokenizerPlugin,
     in_process_plugins,
@@ -369,3 +371,62 @@ def test_the_plan_is_printed_at_start(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "mixture plan: prose: weight 0.750, 1,152 training tokens in 12 steps" in result.stderr
     assert "mixture plan: code: weight 0.250, 384 training tokens in 12 steps" in result.stderr
+
+
+@attrs.frozen(kw_only=True)
+class SignalAtStepConfig(LoggerConfig):
+    step: int = -1
+
+
+class SignalAtStep:
+    """Sends SIGTERM to its own process when it receives the train record of ``step``."""
+
+    def __init__(self, config: SignalAtStepConfig) -> None:
+        self.config = config
+
+    def start(self, run: RunInfo) -> SignalAtStep:
+        return self
+
+    def log(self, record: MetricRecord) -> None:
+        if record.phase == "train" and record.step == self.config.step:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def finish(self, exit_code: int) -> None:
+        pass
+
+
+class SignalPlugin:
+    @hookimpl
+    def baseline_register_loggers(self, register: Any) -> None:
+        register("signal_at_step", SignalAtStepConfig, SignalAtStep)
+
+
+@pytest.mark.parametrize("stop_step", [7, 8, 19], ids=["mid-epoch", "epoch-end", "later"])
+def test_sigterm_then_resume_continues_the_mix_exactly(tmp_path: Path, stop_step: int) -> None:
+    data, _ = mixture_data(tmp_path, (0.6, 0.4))
+    data["train"].update(max_steps=26, data_fraction=0.1)  # epochs of about 10 steps
+    data["model"]["dropout"] = 0.1  # the RNG state must be restored too
+    data["logging"]["log_every_n_steps"] = 1
+    plugins = in_process_plugins(SignalPlugin())
+    straight = model_pipeline(experiment_from_data(data, plugins.registry), plugins=plugins)
+    data["run"]["run_name"] = "interrupted"
+    data["logging"]["provider"] = ["console", "signal_at_step"]
+    data["logging"]["signal_at_step"] = {"step": stop_step}
+    with pytest.raises(RunInterrupted):
+        model_pipeline(experiment_from_data(data, plugins.registry), plugins=plugins)
+    data["logging"]["signal_at_step"]["step"] = -1
+    data["run"]["resume_from_checkpoint"] = True
+    resumed = model_pipeline(experiment_from_data(data, plugins.registry), plugins=plugins)
+
+    def curve(run_dir: Path) -> list[tuple[Any, ...]]:
+        keep = ("train_loss", "val_loss", "val_bpb/code", "train_tokens/code", "passes/prose")
+        return [(r["step"], r["phase"], *(r.get(k) for k in keep)) for r in read_records(run_dir)]
+
+    records = read_records(straight.run_dir)
+    assert len([r for r in records if r["phase"] == "epoch"]) >= 3  # epochs ended and resumed
+    assert [r for r in records if r["phase"] == "train"][-1]["passes/code"] > 1  # repeated
+    assert curve(resumed.run_dir) == curve(straight.run_dir)
+    left = torch.load(straight.run_dir / "baseline_model.pt", weights_only=True)
+    right = torch.load(resumed.run_dir / "baseline_model.pt", weights_only=True)
+    assert left.keys() == right.keys()
+    assert all(torch.equal(left[k], right[k]) for k in left)
