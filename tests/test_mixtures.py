@@ -4,6 +4,7 @@ weights, per-source metrics, exact resume, and one-line errors for bad input."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -31,6 +32,8 @@ from baseline.experiment.loading import experiment_from_data, load_experiment
 from baseline.pipeline import model_pipeline
 from baseline.plugins.hookspecs import Register, hookimpl
 from baseline.plugins.protocols import MetricRecord, RunInfo, SplitPlan
+from baseline.runs.plots import metric_series
+from baseline.runs.table import render_lines, summarize_run
 from baseline.testing import (
     RecordingTokenizerPlugin,
     in_process_plugins,
@@ -362,6 +365,22 @@ def test_per_source_metrics_reach_metrics_jsonl_and_follow_the_weights(tmp_path:
     recorded = json.loads((result.run_dir / "run_config.json").read_text())
     assert set(recorded["data"]["sources"]) == {"prose", "code"}
     assert recorded["config"]["dataset"]["sources"]["code"]["weight"] == 0.25
+
+    # baseline runs: a column per source; baseline plot: any per-source metric
+    summary = summarize_run(result.run_dir)
+    assert summary.source_val_bpb == {
+        "prose": validation["val_bpb/prose"],
+        "code": validation["val_bpb/code"],
+    }
+    out = io.StringIO()
+    render_lines([summary], out)
+    header, row = out.getvalue().splitlines()
+    assert "best bpb  val bpb/prose  val bpb/code  loggers" in header
+    assert f"{validation['val_bpb/code']:.4f}" in row.split()
+    listing = cli("runs", str(tmp_path / "runs"))
+    assert "val bpb/prose" in listing.stdout and "val bpb/code" in listing.stdout
+    series = metric_series(result.run_dir, "val_bpb/code", "step")
+    assert series.y[-1] == validation["val_bpb/code"]
 
 
 def test_the_plan_is_printed_at_start(tmp_path: Path) -> None:
