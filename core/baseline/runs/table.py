@@ -235,7 +235,9 @@ def summarize_run(
         if r.get("phase") == "validation" and _is_number(r.get("val_bpb"))
     ]
     clock = training_clock(records)
-    last_validation = next((r for r in reversed(records) if r.get("phase") == "validation"), {})
+    last_validation: Mapping[str, Any] = next(
+        (r for r in reversed(records) if r.get("phase") == "validation"), {}
+    )
     per_source = {
         key.removeprefix("val_bpb/"): float(value)
         for key, value in last_validation.items()
