@@ -390,6 +390,12 @@ def test_the_plan_is_printed_at_start(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "mixture plan: prose: weight 0.750, 1,152 training tokens in 12 steps" in result.stderr
     assert "mixture plan: code: weight 0.250, 384 training tokens in 12 steps" in result.stderr
+    windows = [line for line in result.stderr.splitlines() if line.startswith("mixture plan")]
+    assert all(" passes over its " in line for line in windows)
+    checked = cli("validate", str(path), "--set", "dataset.sources.code.weight=0.75")
+    assert checked.returncode == 0, checked.stderr
+    assert "mixture plan: prose: weight 0.500, 768 training tokens in 12 steps" in checked.stdout
+    assert "mixture plan: code: weight 0.500, 768 training tokens in 12 steps" in checked.stdout
 
 
 @attrs.frozen(kw_only=True)

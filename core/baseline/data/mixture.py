@@ -101,13 +101,14 @@ class MixtureProgress:
         self,
         names: Sequence[str],
         weights: Sequence[float],
-        windows_per_source: Sequence[int],
+        windows_per_source: Sequence[int] | None,
         *,
         windows_per_step: int,
         seq_len: int,
     ) -> None:
         self.names = list(names)
-        self.windows_per_source = list(windows_per_source)
+        #: ``None`` before the sources are tokenized (``baseline validate``): no passes.
+        self.windows_per_source = None if windows_per_source is None else list(windows_per_source)
         self.windows_per_step = windows_per_step
         self.seq_len = seq_len
         self.schedule = MixtureSchedule(weights)
@@ -127,9 +128,10 @@ class MixtureProgress:
     def values(self, step: int) -> dict[str, float]:
         """``train_tokens/<name>`` and ``passes/<name>`` after ``step`` optimizer steps."""
         counts = self.schedule.counts(step * self.windows_per_step)
+        available_windows = self.windows_per_source or [0] * len(self.names)
         values: dict[str, float] = {}
         for name, drawn, available in zip(
-            self.names, counts.tolist(), self.windows_per_source, strict=True
+            self.names, counts.tolist(), available_windows, strict=True
         ):
             values[f"train_tokens/{name}"] = float(drawn * self.seq_len)
             values[f"passes/{name}"] = drawn / available if available else 0.0
@@ -142,16 +144,17 @@ class MixtureProgress:
         what = f"in {steps:,} steps" if total_steps is not None else f"per {steps:,} steps"
         counts = self.schedule.counts(steps * self.windows_per_step)
         lines = []
-        for name, weight, drawn, available in zip(
-            self.names,
-            self.schedule.weights,
-            counts.tolist(),
-            self.windows_per_source,
-            strict=True,
+        for index, (name, weight, drawn) in enumerate(
+            zip(self.names, self.schedule.weights, counts.tolist(), strict=True)
         ):
-            passes = drawn / available if available else 0.0
+            if self.windows_per_source is None:
+                passes = "passes: known once the sources are tokenized, printed at start"
+            else:
+                available = self.windows_per_source[index]
+                share = drawn / available if available else 0.0
+                passes = f"{share:.2f} passes over its {available:,} windows"
             lines.append(
                 f"mixture plan: {name}: weight {weight:.3f}, {drawn * self.seq_len:,} training "
-                f"tokens {what} ({passes:.2f} passes over its {available:,} windows)"
+                f"tokens {what} ({passes})"
             )
         return lines
