@@ -347,10 +347,45 @@ def test_the_tokenizer_fits_on_training_segments_of_every_source_in_proportion(
 # -- metrics, records and resume ------------------------------------------------------------
 
 
-def test_per_source_metrics_reach_metrics_jsonl_and_follow_the_weights(tmp_path: Path) -> None:
+@attrs.frozen(kw_only=True)
+class KeepAllConfig(LoggerConfig):
+    """The ``keep_all`` logger: every record it receives, kept in :data:`KEPT`."""
+
+
+KEPT: list[MetricRecord] = []
+
+
+class KeepAll:
+    def __init__(self, config: KeepAllConfig) -> None:
+        self.config = config
+
+    def start(self, run: RunInfo) -> KeepAll:
+        return self
+
+    def log(self, record: MetricRecord) -> None:
+        KEPT.append(record)
+
+    def finish(self, exit_code: int) -> None:
+        pass
+
+
+class KeepAllPlugin:
+    @hookimpl
+    def baseline_register_loggers(self, register: Any) -> None:
+        register("keep_all", KeepAllConfig, KeepAll)
+
+
+def test_per_source_metrics_reach_every_logger_and_follow_the_weights(tmp_path: Path) -> None:
     data, _ = mixture_data(tmp_path, (0.75, 0.25))
-    result = model_pipeline(experiment_from_data(data, in_process_plugins().registry))
+    data["logging"]["provider"] = ["console", "keep_all"]
+    plugins = in_process_plugins(KeepAllPlugin())
+    KEPT.clear()
+    result = model_pipeline(experiment_from_data(data, plugins.registry), plugins=plugins)
     records = read_records(result.run_dir)
+    received = {key for record in KEPT for key in record.values}
+    for name in ("prose", "code"):
+        for key in ("val_loss", "val_bpb", "val_perplexity", "train_tokens", "passes"):
+            assert f"{key}/{name}" in received
     last_train = [r for r in records if r["phase"] == "train"][-1]
     tokens = result.tokens_seen
     assert last_train["train_tokens/prose"] == 0.75 * tokens
@@ -455,3 +490,47 @@ def test_sigterm_then_resume_continues_the_mix_exactly(tmp_path: Path, stop_step
     right = torch.load(resumed.run_dir / "baseline_model.pt", weights_only=True)
     assert left.keys() == right.keys()
     assert all(torch.equal(left[k], right[k]) for k in left)
+
+
+# -- several processes ----------------------------------------------------------------------
+
+
+def run_processes(
+    tmp_path: Path, *args: str, nproc: int | None = 2
+) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("BASELINE_DEBUG", "WORLD_SIZE")}
+    env["OMP_NUM_THREADS"] = "1"
+    command = [str(BIN / "baseline-run"), "exp.toml", *args]
+    if nproc is not None:
+        command += ["--nproc", str(nproc)]
+    return subprocess.run(
+        command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
+
+
+@pytest.mark.parametrize("parallelism", ["ddp", "fsdp"])
+def test_two_processes_draw_the_mix_of_one(tmp_path: Path, parallelism: str) -> None:
+    """Each rank takes its own slice of the global batch the schedule draws (disjoint by
+    construction, tested above): two processes train on the windows one process does."""
+    data, _ = mixture_data(tmp_path, (0.6, 0.4))
+    data["train"].update(
+        max_steps=6, lr_schedule="constant", warmup_steps=0, num_threads=1, parallelism=parallelism
+    )
+    data["logging"]["log_every_n_steps"] = 1
+    write_toml(tmp_path / "exp.toml", data)
+    two = run_processes(tmp_path, "--set", "run.run_name=two")
+    assert two.returncode == 0, two.stderr
+    one = run_processes(tmp_path, "--set", "run.run_name=one", nproc=None)
+    assert one.returncode == 0, one.stderr
+    two_records = read_records(tmp_path / "runs" / "two")
+    one_records = read_records(tmp_path / "runs" / "one")
+    assert [(r["step"], r["phase"]) for r in two_records] == [
+        (r["step"], r["phase"]) for r in one_records
+    ]
+    for a, b in zip(two_records, one_records, strict=True):
+        assert a.keys() == b.keys()
+        for key in ("train_tokens/prose", "train_tokens/code", "passes/code"):
+            assert a.get(key) == b.get(key)
+        for key in ("train_loss", "val_loss/prose", "val_bpb/code", "val_bpb"):
+            if key in a:
+                assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-5), (key, a, b)
