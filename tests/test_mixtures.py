@@ -427,6 +427,11 @@ def test_the_plan_is_printed_at_start(tmp_path: Path) -> None:
     assert "mixture plan: code: weight 0.250, 384 training tokens in 12 steps" in result.stderr
     windows = [line for line in result.stderr.splitlines() if line.startswith("mixture plan")]
     assert all(" passes over its " in line for line in windows)
+    # baseline eval --dataset: the mixture's corpus, every source, both sides of each split
+    scored = cli("eval", str(tmp_path / "runs" / "tiny"), "--dataset", str(path), "--json")
+    assert scored.returncode == 0, scored.stderr
+    sizes = [(tmp_path / f"{name}.txt").stat().st_size for name in ("prose", "code")]
+    assert json.loads(scored.stdout)["bytes"] >= sum(sizes)
     checked = cli("validate", str(path), "--set", "dataset.sources.code.weight=0.75")
     assert checked.returncode == 0, checked.stderr
     assert "mixture plan: prose: weight 0.500, 768 training tokens in 12 steps" in checked.stdout
