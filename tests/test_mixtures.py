@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -539,3 +540,61 @@ def test_two_processes_draw_the_mix_of_one(tmp_path: Path, parallelism: str) -> 
         for key in ("train_loss", "val_loss/prose", "val_bpb/code", "val_bpb"):
             if key in a:
                 assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-5), (key, a, b)
+
+
+def checkpoint_step(run_dir: Path) -> int:
+    """Step of the newest checkpoint, or -1."""
+    try:
+        return int(torch.load(run_dir / "baseline_checkpoint.pt", weights_only=True)["step"])
+    except Exception:
+        return -1
+
+
+def test_kill_9_then_resume_continues_the_mix_exactly(tmp_path: Path) -> None:
+    data, _ = mixture_data(tmp_path, (0.6, 0.4))
+    data["train"].update(max_steps=40, data_fraction=0.1, num_threads=1)
+    data["run"]["checkpoint_every_n_steps"] = 1
+    data["model"]["dropout"] = 0.1
+    data["logging"]["log_every_n_steps"] = 1
+    write_toml(tmp_path / "exp.toml", data)
+    env = {k: v for k, v in os.environ.items() if k != "BASELINE_DEBUG"}
+
+    def start(*args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [str(BIN / "baseline-run"), "exp.toml", *args],
+            cwd=tmp_path,
+            env=env,
+            text=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+
+    straight = start("--set", "run.run_name=straight")
+    assert straight.wait(timeout=300) == 0, straight.stderr.read() if straight.stderr else ""
+    run_dir = tmp_path / "runs" / "tiny"
+    kills = 0
+    for pause in (0.0, 0.05, 0.15):
+        process = start("--resume")
+        previous = checkpoint_step(run_dir)
+        deadline = time.time() + 120
+        while process.poll() is None and checkpoint_step(run_dir) <= previous + 3:
+            assert time.time() < deadline
+            time.sleep(0.02)
+        time.sleep(pause)  # inside a step or a checkpoint write
+        if process.poll() is not None:
+            break
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        kills += 1
+    final = start("--resume")
+    assert final.wait(timeout=300) == 0, final.stderr.read() if final.stderr else ""
+    assert kills >= 2
+
+    def curve(directory: Path) -> list[tuple[Any, ...]]:
+        keep = ("train_loss", "val_bpb/prose", "val_bpb", "train_tokens/code", "passes/prose")
+        return [(r["step"], r["phase"], *(r.get(k) for k in keep)) for r in read_records(directory)]
+
+    assert curve(run_dir) == curve(tmp_path / "runs" / "straight")
+    left = torch.load(tmp_path / "runs" / "straight" / "baseline_model.pt", weights_only=True)
+    right = torch.load(run_dir / "baseline_model.pt", weights_only=True)
+    assert all(torch.equal(left[k], right[k]) for k in left)
