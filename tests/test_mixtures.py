@@ -29,7 +29,7 @@ from baseline.config import LoggerConfig, SplitConfig
 from baseline.data.mixture import MixtureSchedule
 from baseline.data.mixture_windows import MixtureTrainWindows
 from baseline.errors import ConfigError, RunInterrupted
-from baseline.experiment.loading import experiment_from_data, load_experiment
+from baseline.experiment.loading import experiment_from_data, experiment_to_data, load_experiment
 from baseline.pipeline import model_pipeline
 from baseline.plugins.hookspecs import Register, hookimpl
 from baseline.plugins.protocols import MetricRecord, RunInfo, SplitPlan
@@ -598,3 +598,26 @@ def test_kill_9_then_resume_continues_the_mix_exactly(tmp_path: Path) -> None:
     left = torch.load(tmp_path / "runs" / "straight" / "baseline_model.pt", weights_only=True)
     right = torch.load(run_dir / "baseline_model.pt", weights_only=True)
     assert all(torch.equal(left[k], right[k]) for k in left)
+
+
+def test_a_mixture_config_round_trips_through_plain_data(tmp_path: Path, registry: Any) -> None:
+    data, _ = mixture_data(tmp_path)
+    data["dataset"]["sources"]["code"]["split"] = {"name": "holdout", "train_fraction": 0.7}
+    config = experiment_from_data(data, registry)
+    plain = experiment_to_data(config, registry)
+    assert plain["dataset"]["sources"]["code"]["split"]["train_fraction"] == 0.7
+    assert experiment_from_data(plain, registry) == config
+
+
+def test_on_exhausted_stop_ends_training_before_a_source_repeats(tmp_path: Path) -> None:
+    data, _ = mixture_data(tmp_path, (0.5, 0.5))
+    data["dataset"]["on_exhausted"] = "stop"
+    data["train"].pop("max_steps")
+    data["train"].update(epochs=5, data_fraction=0.2)
+    result = model_pipeline(experiment_from_data(data, in_process_plugins().registry))
+    records = read_records(result.run_dir)
+    last = [r for r in records if r["phase"] == "train"][-1]
+    assert [r["phase"] for r in records].count("epoch") == 1  # one pass of the mixture
+    assert max(last["passes/prose"], last["passes/code"]) <= 1.0
+    assert max(last["passes/prose"], last["passes/code"]) > 0.8
+    assert "val_bpb/code" in result.final_metrics
