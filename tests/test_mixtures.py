@@ -600,6 +600,22 @@ def test_kill_9_then_resume_continues_the_mix_exactly(tmp_path: Path) -> None:
     assert all(torch.equal(left[k], right[k]) for k in left)
 
 
+def test_another_mix_of_the_same_split_reuses_the_tokenizer_file(tmp_path: Path) -> None:
+    data, _ = mixture_data(tmp_path, (0.75, 0.25))
+    path = write_toml(tmp_path / "mix.toml", data)
+    first = cli(str(path), command="baseline-run")
+    assert first.returncode == 0, first.stderr
+    again = cli(
+        str(path),
+        "--set",
+        "dataset.sources.code.weight=0.75",
+        "--overwrite",
+        command="baseline-run",
+    )
+    assert again.returncode == 0, again.stderr
+    assert "was fitted on this split's training segments" in again.stderr
+
+
 def test_a_mixture_config_round_trips_through_plain_data(tmp_path: Path, registry: Any) -> None:
     data, _ = mixture_data(tmp_path)
     data["dataset"]["sources"]["code"]["split"] = {"name": "holdout", "train_fraction": 0.7}

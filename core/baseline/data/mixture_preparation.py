@@ -224,8 +224,11 @@ def prepare_mixture(
     weights_source = FitSource(
         "mixture", identity, np.concatenate([part.train_mask for part in measured])
     )
+    # What fit reads: the training segments in proportion to the mix. What it is told (and
+    # its fit record keeps): every training segment, a superset, so that a record never
+    # hides a validation segment and another mix of the same split reuses the file.
     masks = fit_masks(measured)
-    fit_source = FitSource("mixture", identity, np.concatenate(masks))
+    fed = int(sum(int(mask.sum()) for mask in masks))
     labels = components.labels
     started = time.perf_counter()
     if init is not None:
@@ -243,13 +246,13 @@ def prepare_mixture(
                     )
 
         with plugin_call(labels["tokenizer"]):
-            components.tokenizer.fit(fit_segments(), fit_source)
+            components.tokenizer.fit(fit_segments(), weights_source)
     log.info(
         "tokenizer ready: %d tokens in vocabulary (%.1fs); fitted on %s training segments of "
         "%d sources in proportion to the mix, no validation segment of any source",
         components.tokenizer.vocab_size,
         time.perf_counter() - started,
-        f"{fit_source.num_train_segments:,}",
+        f"{fed:,}",
         len(measured),
     )
 
