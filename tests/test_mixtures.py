@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -426,6 +427,7 @@ def test_the_plan_is_printed_at_start(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "mixture plan: prose: weight 0.750, 1,152 training tokens in 12 steps" in result.stderr
     assert "mixture plan: code: weight 0.250, 384 training tokens in 12 steps" in result.stderr
+    assert re.search(r"val bits/byte \d\.\d{4} \(prose \d\.\d{4}, code \d\.\d{4}\)", result.stderr)
     windows = [line for line in result.stderr.splitlines() if line.startswith("mixture plan")]
     assert all(" passes over its " in line for line in windows)
     # baseline eval --dataset: the mixture's corpus, every source, both sides of each split
