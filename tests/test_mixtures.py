@@ -238,8 +238,13 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], expected: st
         ),
         ({"code": {"pth": "x"}}, "dataset.sources.code.pth: unknown key"),
         ({"code": {"name": "nope"}}, "dataset.sources.code.name: unknown dataset 'nope'"),
+        (
+            {"code": {"path": "~nosuchuser-mix/x.txt"}},
+            "dataset.sources.code.path: not a usable path",
+        ),
+        ({"code": {"weight": "0.2"}}, "dataset.sources.code.weight: must be a finite number"),
     ],
-    ids=["negative", "all-zero", "nested", "unknown-key", "unknown-component"],
+    ids=["negative", "all-zero", "nested", "unknown-key", "unknown-component", "path", "text"],
 )
 def test_bad_mixtures_are_one_line_naming_the_source(
     tmp_path: Path, change: dict[str, dict[str, Any]], expected: str

@@ -22,6 +22,12 @@ from baseline.errors import FieldError
 
 #: The reserved dataset name that selects a mixture.
 MIXTURE_NAME = "mixture"
+#: Field metadata: the field's keys sit in its parent's TOML table (a source's dataset keys
+#: are written beside its ``weight``), so key paths leave the field's name out.
+INLINE_METADATA_KEY = "baseline_inline"
+#: Field metadata: a mapping whose TOML table keeps the field's name (``dataset.sources.x``,
+#: unlike ``logging.<provider>`` for ``LoggingConfig.loggers``).
+NAMED_TABLE_METADATA_KEY = "baseline_named_table"
 
 #: What happens when a source has given every training window once
 #: (``dataset.on_exhausted``): ``repeat`` starts a new pass over it, in a new order;
@@ -48,7 +54,7 @@ class MixtureSource:
     weight: float
     #: The registered name of the dataset component (``local_text``, ``hf_text``, ...).
     dataset_name: str
-    dataset: DatasetConfig
+    dataset: DatasetConfig = attrs.field(metadata={INLINE_METADATA_KEY: True})
     split_name: str | None = None
     split: SplitConfig | None = None
 
@@ -58,7 +64,7 @@ class MixtureConfig(DatasetConfig):
     """The ``mixture`` dataset: named sources, each split and validated on its own, mixed at
     their weights (the fraction of training tokens drawn from each)."""
 
-    sources: Mapping[str, MixtureSource]
+    sources: Mapping[str, MixtureSource] = attrs.field(metadata={NAMED_TABLE_METADATA_KEY: True})
     on_exhausted: OnExhausted = attrs.field(default="repeat", validator=_on_exhausted)
 
     @property

@@ -29,7 +29,12 @@ from baseline.config import (
     TrainConfig,
 )
 from baseline.config.converter import config_converter
-from baseline.config.mixture import MIXTURE_NAME, MixtureConfig
+from baseline.config.mixture import (
+    INLINE_METADATA_KEY,
+    MIXTURE_NAME,
+    NAMED_TABLE_METADATA_KEY,
+    MixtureConfig,
+)
 from baseline.config.requirements import check_requirements
 from baseline.errors import ConfigError, FieldError
 from baseline.experiment.mixture import mixture_data, structure_mixture
@@ -333,6 +338,8 @@ def resolve_paths(config: Any, base_dir: Path) -> Any:
             try:
                 resolved = resolve_paths(value, base_dir)
             except ConfigError as error:
+                if field.metadata.get(INLINE_METADATA_KEY):  # a mixture source's dataset keys
+                    raise
                 raise error.under(field.name) from None
             if resolved is not value:
                 changes[field.name] = resolved
@@ -342,6 +349,8 @@ def resolve_paths(config: Any, base_dir: Path) -> Any:
                 try:
                     resolved_items[k] = resolve_paths(v, base_dir)
                 except ConfigError as error:
+                    if field.metadata.get(NAMED_TABLE_METADATA_KEY):  # dataset.sources.<name>
+                        raise error.under(f"{field.name}.{k}") from None
                     raise error.under(k) from None
             changes[field.name] = resolved_items
     return attrs.evolve(config, **changes) if changes else config
