@@ -644,3 +644,23 @@ def test_on_exhausted_stop_ends_training_before_a_source_repeats(tmp_path: Path)
     assert max(last["passes/prose"], last["passes/code"]) <= 1.0
     assert max(last["passes/prose"], last["passes/code"]) > 0.8
     assert "val_bpb/code" in result.final_metrics
+
+
+def test_init_from_a_mixture_run_continues_on_the_same_split(tmp_path: Path) -> None:
+    data, _ = mixture_data(tmp_path)
+    plugins = in_process_plugins()
+    source = model_pipeline(experiment_from_data(data, plugins.registry), plugins=plugins)
+    data["run"].update(run_name="fine-tuned", init_from=str(source.run_dir))
+    data["dataset"]["sources"]["code"]["weight"] = 0.9  # another mix of the same split
+    data["train"]["max_steps"] = 2
+    tuned = model_pipeline(experiment_from_data(data, plugins.registry), plugins=plugins)
+    assert "val_bpb/code" in tuned.final_metrics
+    # a source split another way puts training text of the source run on the validation side
+    data["run"]["run_name"] = "leaky"
+    data["dataset"]["sources"]["code"]["split"] = {
+        "name": "holdout",
+        "train_fraction": 0.5,
+        "shuffle": True,
+    }
+    with pytest.raises(ConfigError, match="was fitted on a different split"):
+        model_pipeline(experiment_from_data(data, plugins.registry), plugins=plugins)
