@@ -4,6 +4,7 @@ weights, per-source metrics, exact resume, and one-line errors for bad input."""
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 import os
@@ -423,6 +424,11 @@ def test_per_source_metrics_reach_every_logger_and_follow_the_weights(tmp_path: 
     assert "val bpb/prose" in listing.stdout and "val bpb/code" in listing.stdout
     series = metric_series(result.run_dir, "val_bpb/code", "step")
     assert series.y[-1] == validation["val_bpb/code"]
+    if importlib.util.find_spec("matplotlib") is not None:  # the core's plot extra
+        image = tmp_path / "code.png"
+        drawn = cli("plot", str(result.run_dir), "--metric", "val_bpb/code", "-o", str(image))
+        assert drawn.returncode == 0, drawn.stderr
+        assert image.read_bytes().startswith(b"\x89PNG")
 
 
 def test_the_plan_is_printed_at_start(tmp_path: Path) -> None:
