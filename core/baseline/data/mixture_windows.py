@@ -16,8 +16,8 @@ from baseline.data.windows import TokenRanges, _gather, range_window_starts
 class MixtureTrainWindows:
     """Training windows drawn from several sources at their weights.
 
-    An epoch of a mixture is as many batches as the sources have windows together
-    (``on_exhausted = "repeat"``), or the batches before the first source would repeat
+    An epoch of a mixture is as many batches as the sources of positive weight have windows
+    together (``on_exhausted = "repeat"``), or the batches before the first source would repeat
     (``"stop"``, which trains one such epoch). Which windows a step gets depends only on the
     seed, the weights and the step: every rank computes the same global batch and takes its
     own slice of it, so the ranks' windows are disjoint and together follow the mix.
@@ -56,7 +56,11 @@ class MixtureTrainWindows:
             sizes = [len(starts) for starts in self.source_starts]
             self.epoch_windows = self.schedule.windows_before_exhaustion(sizes)
         else:
-            self.epoch_windows = sum(len(starts) for starts in self.source_starts)
+            self.epoch_windows = sum(
+                len(starts)
+                for starts, weight in zip(self.source_starts, self.schedule.weights, strict=True)
+                if weight > 0  # a source of weight 0 is validated, never trained on
+            )
 
     @property
     def num_windows(self) -> int:
