@@ -143,6 +143,9 @@ def test_a_window_s_source_depends_on_its_index_only(
     part, part_draws = fresh.assign(first, count)
     assert np.array_equal(part, whole[first:])
     assert np.array_equal(part_draws, whole_draws[first:])
+    restored = MixtureSchedule(weights)  # a checkpoint's positions: no replay
+    restored.restore(first, MixtureSchedule(weights).counts(first).tolist())
+    assert np.array_equal(restored.assign(first, count)[0], whole[first:])
     zero = [i for i, w in enumerate(weights) if w == 0]
     assert not np.isin(whole, zero).any()  # a source of weight 0 is never drawn
 
@@ -493,6 +496,10 @@ def test_sigterm_then_resume_continues_the_mix_exactly(tmp_path: Path, stop_step
     data["logging"]["signal_at_step"] = {"step": stop_step}
     with pytest.raises(RunInterrupted):
         model_pipeline(experiment_from_data(data, plugins.registry), plugins=plugins)
+    saved = torch.load(
+        tmp_path / "runs" / "interrupted" / "baseline_checkpoint.pt", weights_only=True
+    )
+    assert saved["step"] == stop_step and sum(saved["mixture_drawn"]) == stop_step * 8
     data["logging"]["signal_at_step"]["step"] = -1
     data["run"]["resume_from_checkpoint"] = True
     resumed = model_pipeline(experiment_from_data(data, plugins.registry), plugins=plugins)

@@ -77,6 +77,14 @@ class MixtureSchedule:
                 self._reset()
                 return position
 
+    def restore(self, windows: int, drawn: Sequence[int]) -> None:
+        """Continue after ``windows`` windows of which ``drawn[i]`` came from source ``i`` (a
+        checkpoint's positions): no replay."""
+        if len(drawn) != len(self.weights) or sum(drawn) != windows:
+            raise ValueError(f"{list(drawn)} are not the positions after {windows} windows")
+        self._position = windows
+        self._drawn = [int(count) for count in drawn]
+
     def _advance(self, windows: int) -> None:
         if windows < self._position:
             self._reset()
@@ -137,12 +145,23 @@ class MixtureProgress:
             values[f"passes/{name}"] = drawn / available if available else 0.0
         return values
 
+    def restore(self, step: int, drawn: Sequence[int]) -> None:
+        """Continue after ``step`` steps from a checkpoint's positions (``drawn``)."""
+        self.schedule.restore(step * self.windows_per_step, drawn)
+
+    def drawn(self, step: int) -> list[int]:
+        """The positions after ``step`` steps: windows drawn from each source."""
+        return [int(count) for count in self.schedule.counts(step * self.windows_per_step)]
+
     def plan(self, total_steps: int | None, *, per_steps: int = 1000) -> list[str]:
         """The plan, one line per source: its weight, and the tokens and passes it gives in
-        ``total_steps`` steps (per ``per_steps`` steps when only time bounds training)."""
+        ``total_steps`` steps (per ``per_steps`` steps when only time bounds training). The
+        windows of a source are ``weight * windows`` rounded, within one window of what the
+        schedule draws (no replay: a plan of any length is printed at once)."""
         steps = total_steps if total_steps is not None else per_steps
         what = f"in {steps:,} steps" if total_steps is not None else f"per {steps:,} steps"
-        counts = self.schedule.counts(steps * self.windows_per_step)
+        windows = steps * self.windows_per_step
+        counts = np.array([round(w * windows) for w in self.schedule.weights], dtype=np.int64)
         lines = []
         for index, (name, weight, drawn) in enumerate(
             zip(self.names, self.schedule.weights, counts.tolist(), strict=True)

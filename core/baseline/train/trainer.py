@@ -184,6 +184,11 @@ class Trainer:
             resumed = self.checkpoints.resume(self.model, self.optimizer)
         self.state = resumed or TrainingState()
         self.resumed = resumed is not None
+        if self.mixture is not None and self.state.mixture_drawn is not None:
+            # the checkpoint's positions of the sources: no replay of the schedule
+            self.mixture.restore(self.state.step, self.state.mixture_drawn)
+            per_step = self.mixture.windows_per_step
+            self.windows.schedule.restore(self.state.step * per_step, self.state.mixture_drawn)
 
     @property
     def step(self) -> int:
@@ -197,6 +202,8 @@ class Trainer:
 
     def save_checkpoint(self) -> None:
         """Save everything needed to continue from the current step (every rank calls)."""
+        if self.mixture is not None:
+            self.state.mixture_drawn = self.mixture.drawn(self.state.step)
         self.checkpoints.save(self.model, self.optimizer, self.state)
 
     def save_final_model(self) -> None:
