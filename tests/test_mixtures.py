@@ -260,6 +260,15 @@ def test_bad_mixtures_are_one_line_naming_the_source(
     assert_one_line_error(cli("validate", str(path)), f"bad.toml: {expected}")
 
 
+def test_a_misspelt_mixture_is_suggested(tmp_path: Path, registry: Any) -> None:
+    data, _ = mixture_data(tmp_path)
+    data["dataset"]["name"] = "mixtur"
+    with pytest.raises(
+        ConfigError, match=r"dataset\.name: unknown dataset 'mixtur'; did you mean 'mixture'"
+    ):
+        experiment_from_data(data, registry)
+
+
 def test_a_source_name_used_twice_is_one_line(tmp_path: Path) -> None:
     data, _ = mixture_data(tmp_path)
     sources = data["dataset"]["sources"]

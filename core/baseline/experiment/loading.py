@@ -204,6 +204,10 @@ def _structure_component(
         raise ConfigError(f"expected a string, got {name!r}", key_path=f"{key_path}.name")
     if kind == "dataset" and name == MIXTURE_NAME:  # sources resolved like [dataset] tables
         return structure_mixture(table, key_path, registry, structure)
+    if kind == "dataset" and name not in registry.names(kind):
+        hint = did_you_mean(name, [*registry.names(kind), MIXTURE_NAME])
+        if MIXTURE_NAME in hint:  # the core's mixture is not in the registry
+            raise ConfigError(f"unknown dataset {name!r}{hint}", key_path=f"{key_path}.name")
     component = registry.get(kind, name)
     fields = {k: v for k, v in table.items() if k != "name"}
     return structure(fields, component.config_cls, key_path)
