@@ -297,7 +297,9 @@ def test_a_source_too_small_to_validate_is_one_line(tmp_path: Path) -> None:
 
 @attrs.frozen(kw_only=True)
 class AllTrainingConfig(SplitConfig):
-    """A split that validates on nothing."""
+    """A split that puts every segment on one side (``training`` or ``validation``)."""
+
+    side: str = "training"
 
 
 class AllTraining:
@@ -305,7 +307,10 @@ class AllTraining:
         self.config = config
 
     def split(self, sizes: np.ndarray) -> SplitPlan:
-        return SplitPlan(train=np.arange(len(sizes)), validation=np.zeros(0, dtype=np.int64))
+        every, none = np.arange(len(sizes)), np.zeros(0, dtype=np.int64)
+        if self.config.side == "training":
+            return SplitPlan(train=every, validation=none)
+        return SplitPlan(train=none, validation=every)
 
 
 class AllTrainingPlugin:
@@ -315,14 +320,19 @@ class AllTrainingPlugin:
         register("all_training", AllTrainingConfig, AllTraining)
 
 
-def test_a_source_without_validation_segments_names_its_split(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("side", "missing"), [("training", "validation"), ("validation", "training")]
+)
+def test_a_source_without_segments_on_a_side_names_its_split(
+    tmp_path: Path, side: str, missing: str
+) -> None:
     data, _ = mixture_data(tmp_path)
-    data["dataset"]["sources"]["code"]["split"] = {"name": "all_training"}
+    data["dataset"]["sources"]["code"]["split"] = {"name": "all_training", "side": side}
     plugins = in_process_plugins(AllTrainingPlugin)
     with pytest.raises(ConfigError) as caught:
         model_pipeline(experiment_from_data(data, plugins.registry), plugins=plugins)
     assert str(caught.value).startswith(
-        "dataset.sources.code: source 'code' has no validation segments (150 segments, split "
+        f"dataset.sources.code: source 'code' has no {missing} segments (150 segments, split "
         "by dataset.sources.code.split)"
     )
     assert caught.value.exit_code == 2
