@@ -263,6 +263,10 @@ def small_overrides(data: dict[str, Any], workdir: Path, corpus: Path) -> list[s
         sets.append(f"dataset.path={corpus}")
     elif dataset["name"] == "hf_text" and dataset.get("path") == "text":
         sets.append(f"dataset.data_files={json.dumps([str(corpus)])}")
+    elif dataset["name"] == "mixture" and all(
+        source.get("name") == "local_text" for source in dataset["sources"].values()
+    ):  # every source on the small corpus: the journey is about the commands
+        sets += [f"dataset.sources.{name}.path={corpus}" for name in dataset["sources"]]
     else:
         pytest.fail(f"no small corpus for dataset {dataset['name']!r}: teach small_overrides")
 

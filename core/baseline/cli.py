@@ -228,7 +228,27 @@ def command_run(args: argparse.Namespace) -> int:
 
 def command_validate(args: argparse.Namespace) -> int:
     """Load and validate the experiment; print a summary."""
-    print(f"{args.experiment}: valid ({_load(args.experiment, args.overrides).summary()})")
+    resolved = _load(args.experiment, args.overrides)
+    print(f"{args.experiment}: valid ({resolved.summary()})")
+    if resolved.sources:  # a mixture: what each source gives, from the config alone
+        import math
+
+        from baseline.data.mixture import MixtureProgress
+
+        train = resolved.config.train
+        per_step = train.batch_size * train.grad_accumulation_steps
+        limits = [train.max_steps] if train.max_steps is not None else []
+        if train.max_tokens is not None:
+            limits.append(math.ceil(train.max_tokens / (per_step * train.seq_len)))
+        progress = MixtureProgress(
+            [source.name for source in resolved.sources],
+            [source.weight for source in resolved.sources],
+            None,
+            windows_per_step=per_step,
+            seq_len=train.seq_len,
+        )
+        for line in progress.plan(min(limits) if limits else None):
+            print(line)
     return 0
 
 

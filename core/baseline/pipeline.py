@@ -18,6 +18,7 @@ import numpy as np
 
 from baseline.config import ExperimentConfig
 from baseline.data.lineage import write_weights_record
+from baseline.data.mixture_preparation import prepare_mixture_data
 from baseline.data.preparation import prepare_data
 from baseline.data.prepared import PreparedData
 from baseline.distributed.context import DistributedContext, init_distributed
@@ -196,6 +197,11 @@ def _run_in_directory(
                     "train_segments": data.train_segments,
                     "validation_segments": data.validation_segments,
                     "end_of_segment_text": data.end_of_segment_text,
+                    **(
+                        {"sources": {source.name: source.record() for source in data.sources}}
+                        if data.sources
+                        else {}
+                    ),
                 },
             },
         )
@@ -294,7 +300,14 @@ def _prepare_training(
     config_data = dict(resolved.config_data)
     own_copy = sources.resumed_tokenizer_file(config, run_dir)  # a resumed init_from run's
     init = source_run(config, config_data) if own_copy is None else None
-    prepare = functools.partial(prepare_data, config, components, config_data, init, own_copy)
+    prepare = functools.partial(
+        prepare_mixture_data if components.sources else prepare_data,
+        config,
+        components,
+        config_data,
+        init,
+        own_copy,
+    )
     prepared: list[PreparedData] = []
     dist.on_main(lambda: prepared.append(prepare()))
     data = prepared[0] if prepared else prepare()

@@ -7,7 +7,10 @@
 - ``measured`` and ``file_stamps``: what an earlier run measured, reused while the files it
   came from (and the cache's) are unchanged;
 - ``prepared``: the prepared data handed to the trainer;
-- ``windows``: training and validation windows, sharded over ranks.
+- ``windows``: training and validation windows, sharded over ranks;
+- ``mixture``, ``mixture_windows`` and ``mixture_preparation``: a ``mixture`` dataset's
+  schedule (which source each window comes from), its training windows, and its preparation
+  (each source split on its own, the tokenizer fitted on every source's training segments).
 
 May import: :mod:`baseline.config`, :mod:`baseline.plugins`, :mod:`baseline.runs`,
 :mod:`baseline.errors`.

@@ -29,8 +29,15 @@ from baseline.config import (
     TrainConfig,
 )
 from baseline.config.converter import config_converter
+from baseline.config.mixture import (
+    INLINE_METADATA_KEY,
+    MIXTURE_NAME,
+    NAMED_TABLE_METADATA_KEY,
+    MixtureConfig,
+)
 from baseline.config.requirements import check_requirements
 from baseline.errors import ConfigError, FieldError
+from baseline.experiment.mixture import mixture_data, structure_mixture
 from baseline.experiment.suggestions import (
     OVERRIDE_SOURCE,
     misspelt_required,
@@ -195,6 +202,12 @@ def _structure_component(
     name = table["name"]
     if not isinstance(name, str):
         raise ConfigError(f"expected a string, got {name!r}", key_path=f"{key_path}.name")
+    if kind == "dataset" and name == MIXTURE_NAME:  # sources resolved like [dataset] tables
+        return structure_mixture(table, key_path, registry, structure)
+    if kind == "dataset" and name not in registry.names(kind):
+        hint = did_you_mean(name, [*registry.names(kind), MIXTURE_NAME])
+        if MIXTURE_NAME in hint:  # the core's mixture is not in the registry
+            raise ConfigError(f"unknown dataset {name!r}{hint}", key_path=f"{key_path}.name")
     component = registry.get(kind, name)
     fields = {k: v for k, v in table.items() if k != "name"}
     return structure(fields, component.config_cls, key_path)
@@ -329,6 +342,8 @@ def resolve_paths(config: Any, base_dir: Path) -> Any:
             try:
                 resolved = resolve_paths(value, base_dir)
             except ConfigError as error:
+                if field.metadata.get(INLINE_METADATA_KEY):  # a mixture source's dataset keys
+                    raise
                 raise error.under(field.name) from None
             if resolved is not value:
                 changes[field.name] = resolved
@@ -338,6 +353,8 @@ def resolve_paths(config: Any, base_dir: Path) -> Any:
                 try:
                     resolved_items[k] = resolve_paths(v, base_dir)
                 except ConfigError as error:
+                    if field.metadata.get(NAMED_TABLE_METADATA_KEY):  # dataset.sources.<name>
+                        raise error.under(f"{field.name}.{k}") from None
                     raise error.under(k) from None
             changes[field.name] = resolved_items
     return attrs.evolve(config, **changes) if changes else config
@@ -349,7 +366,9 @@ def experiment_to_data(config: ExperimentConfig, registry: ComponentRegistry) ->
     A validated experiment has this already (``ResolvedExperiment.config_data``).
     """
     names = {
-        key: registry.name_of(kind, getattr(config, key))
+        key: MIXTURE_NAME
+        if isinstance(getattr(config, key), MixtureConfig)
+        else registry.name_of(kind, getattr(config, key))
         for key, kind in COMPONENT_SECTIONS.items()
     }
     loggers: dict[str, ComponentConfig] = {}
@@ -369,7 +388,11 @@ def experiment_data(
     plain = unstructure_config
     data: dict[str, Any] = {"run": plain(config.run)}
     for key in COMPONENT_SECTIONS:
-        data[key] = {"name": names[key], **plain(getattr(config, key))}
+        section = getattr(config, key)
+        if isinstance(section, MixtureConfig):
+            data[key] = {"name": MIXTURE_NAME, **mixture_data(section, plain)}
+        else:
+            data[key] = {"name": names[key], **plain(section)}
     data["train"] = plain(config.train)
     logging_data: dict[str, Any] = {
         key: value for key, value in plain(config.logging).items() if key != "loggers"

@@ -15,8 +15,10 @@ from typing import Any
 import attrs
 
 from baseline.config import ComponentConfig, ExperimentConfig, LoggerConfig, MetricsRequest
+from baseline.config.mixture import MIXTURE_NAME, MixtureConfig
 from baseline.errors import ConfigError
 from baseline.plugins.components import Components, build_adapter
+from baseline.plugins.mixture import MixtureDataset, SourceAdapters
 from baseline.plugins.registry import Component, ComponentRegistry
 
 #: The component sections of an experiment, in the order they are resolved.
@@ -62,6 +64,44 @@ class ResolvedComponent:
 
 
 @attrs.frozen
+class ResolvedSource:
+    """One source of a ``mixture`` dataset: its dataset and split components, resolved."""
+
+    name: str
+    weight: float
+    dataset: ResolvedComponent
+    split: ResolvedComponent
+
+    def build(self) -> SourceAdapters:
+        """The source's dataset and split adapters."""
+        labels = {
+            "dataset": f"{self.dataset.label} (dataset.sources.{self.name})",
+            "split": self.split.label,
+        }
+        return SourceAdapters(
+            self.name, self.weight, self.dataset.build(), self.split.build(), labels
+        )
+
+
+def _unbuildable(config: Any) -> Any:
+    raise ConfigError(
+        "a mixture is built from its resolved sources (ResolvedExperiment.build_components)",
+        key_path="dataset",
+    )
+
+
+def mixture_component() -> Component:
+    """The core's ``mixture`` dataset (not in the registry: it is built from its sources)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        core_version = version("baseline")
+    except PackageNotFoundError:  # pragma: no cover - a source checkout without metadata
+        core_version = "0"
+    return Component("dataset", MIXTURE_NAME, MixtureConfig, _unbuildable, "baseline", core_version)
+
+
+@attrs.frozen
 class ResolvedExperiment:
     """A validated experiment with its components resolved (see the module docstring)."""
 
@@ -78,6 +118,8 @@ class ResolvedExperiment:
     loggers: Mapping[str, ResolvedComponent]
     #: What each logger asks the trainer to compute (``MetricsPlan``'s requests).
     metrics_requests: Mapping[str, MetricsRequest]
+    #: A ``mixture`` dataset's sources, in the order of the file (empty for one dataset).
+    sources: tuple[ResolvedSource, ...] = ()
 
     @property
     def components(self) -> dict[str, ResolvedComponent]:
@@ -100,21 +142,59 @@ class ResolvedExperiment:
 
     def build_components(self) -> Components:
         """Build the dataset, tokenizer, model and split adapters."""
-        adapters = {kind: part.build() for kind, part in self.components.items()}
         labels = {kind: part.label for kind, part in self.components.items()}
-        return Components(**adapters, labels=labels)
+        if not self.sources:
+            adapters = {kind: part.build() for kind, part in self.components.items()}
+            return Components(**adapters, labels=labels)
+        adapters = {kind: self.components[kind].build() for kind in ("tokenizer", "model", "split")}
+        sources = tuple(source.build() for source in self.sources)
+        assert isinstance(self.config.dataset, MixtureConfig)
+        dataset = MixtureDataset(self.config.dataset, sources)
+        return Components(dataset=dataset, **adapters, labels=labels, sources=sources)
 
 
 def lookup_components(
     config: ExperimentConfig, registry: ComponentRegistry
 ) -> dict[str, ResolvedComponent]:
-    """The dataset, tokenizer, model and split of ``config``, one registry lookup each."""
+    """The dataset, tokenizer, model and split of ``config``, one registry lookup each
+    (a ``mixture`` dataset is the core's; its sources: :func:`lookup_sources`)."""
     return {
         kind: ResolvedComponent(
-            registry.component_of(kind, getattr(config, kind)), getattr(config, kind)
+            mixture_component()
+            if isinstance(getattr(config, kind), MixtureConfig)
+            else registry.component_of(kind, getattr(config, kind)),
+            getattr(config, kind),
         )
         for kind in COMPONENT_KINDS
     }
+
+
+def lookup_sources(
+    config: ExperimentConfig, registry: ComponentRegistry
+) -> tuple[ResolvedSource, ...]:
+    """Each source of a ``mixture`` dataset with its dataset and split components (the
+    experiment's ``[split]`` unless the source has its own); empty for one dataset."""
+    mixture = config.dataset
+    if not isinstance(mixture, MixtureConfig):
+        return ()
+    split = ResolvedComponent(registry.component_of("split", config.split), config.split)
+    resolved = []
+    for (name, source), weight in zip(mixture.sources.items(), mixture.weights, strict=True):
+        if isinstance(source.dataset, MixtureConfig):
+            raise ConfigError(
+                "a mixture cannot be a source of a mixture; list its sources here instead",
+                key_path=f"dataset.sources.{name}.name",
+            )
+        dataset = ResolvedComponent(
+            registry.component_of("dataset", source.dataset), source.dataset
+        )
+        own_split = (
+            split
+            if source.split is None
+            else ResolvedComponent(registry.component_of("split", source.split), source.split)
+        )
+        resolved.append(ResolvedSource(name, weight, dataset, own_split))
+    return tuple(resolved)
 
 
 def lookup_loggers(

@@ -22,6 +22,7 @@ from baseline.experiment.resolved import (
     ResolvedExperiment,
     lookup_components,
     lookup_loggers,
+    lookup_sources,
 )
 from baseline.plugins.registry import ComponentRegistry
 from baseline.runs.source_run import resumed_tokenizer_file, source_run
@@ -52,6 +53,7 @@ def validate_experiment_config(
 def _validate(config: ExperimentConfig, registry: ComponentRegistry) -> ResolvedExperiment:
     check_requirements(config.run.requires)
     parts = lookup_components(config, registry)
+    sources = lookup_sources(config, registry)
     loggers = lookup_loggers(config, registry)
     for provider in config.logging.loggers:
         if provider not in config.logging.provider:
@@ -74,6 +76,11 @@ def _validate(config: ExperimentConfig, registry: ComponentRegistry) -> Resolved
 
     for section in COMPONENT_SECTIONS:
         _validate_component(getattr(config, section), section, config)
+    for source in sources:
+        path = f"dataset.sources.{source.name}"
+        _validate_component(source.dataset.config, path, config)
+        if source.split is not parts["split"]:
+            _validate_component(source.split.config, f"{path}.split", config)
     for provider, settings in config.logging.loggers.items():
         _validate_component(settings, f"logging.{provider}", config)
     requests = _metrics_requests(config, loggers, parts["model"])
@@ -84,7 +91,7 @@ def _validate(config: ExperimentConfig, registry: ComponentRegistry) -> Resolved
     if config.run.init_from is not None and resumed_tokenizer_file(config) is None:
         source_run(config, config_data)
     return ResolvedExperiment(
-        config, config_data, **parts, loggers=loggers, metrics_requests=requests
+        config, config_data, **parts, loggers=loggers, metrics_requests=requests, sources=sources
     )
 
 

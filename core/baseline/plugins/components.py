@@ -24,6 +24,9 @@ class Components:
     split: SplitAdapter
     #: Each kind's ``"<kind> '<name>' from <distribution>"``, what errors of its calls say.
     labels: Mapping[str, str] = attrs.field(factory=dict)
+    #: A ``mixture`` dataset's sources (``baseline.plugins.mixture.SourceAdapters``), in the
+    #: order of the file; empty for one dataset.
+    sources: tuple[Any, ...] = ()
 
     def label(self, kind: str, name: str = "") -> str:
         """The label of the ``kind`` adapter, or :func:`component_label` of ``name``."""

@@ -40,6 +40,7 @@ __all__ = [
     "RECENT_S",
     "STATES",
     "RunSummary",
+    "columns",
     "find_runs",
     "held_locks",
     "render_lines",
@@ -89,6 +90,8 @@ class RunSummary:
     loggers: tuple[str, ...] = ()
     #: Last modification of the run's files (seconds since the epoch).
     updated: float = 0.0
+    #: A mixture's ``val_bpb/<source>`` of the last validation, by source.
+    source_val_bpb: Mapping[str, float] = attrs.field(factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """Plain data for ``--json`` (``updated`` as local ISO 8601 time)."""
@@ -96,10 +99,21 @@ class RunSummary:
         data["path"] = str(self.path)
         data["loggers"] = list(self.loggers)
         data["updated"] = _iso(self.updated)
+        if self.source_val_bpb:  # a mixture's; one dataset's rows keep their keys
+            data["source_val_bpb"] = dict(self.source_val_bpb)
+        else:
+            del data["source_val_bpb"]
         return data
 
-    def cells(self) -> tuple[str, ...]:
-        """The row's text, one string per column of :data:`COLUMNS`."""
+    def cells(self, sources: Sequence[str] = ()) -> tuple[str, ...]:
+        """The row's text, one string per column of :func:`columns` of ``sources`` (the
+        columns of :data:`COLUMNS` and, after ``best bpb``, one per mixture source)."""
+        cells = self._cells()
+        per_source = tuple(_number(self.source_val_bpb.get(name)) for name in sources)
+        at = COLUMNS.index("best bpb") + 1
+        return (*cells[:at], *per_source, *cells[at:])
+
+    def _cells(self) -> tuple[str, ...]:
         return (
             self.name,
             self.state,
@@ -113,6 +127,17 @@ class RunSummary:
             ",".join(self.loggers) or "-",
             _iso(self.updated, minutes=True),
         )
+
+
+def columns(summaries: Sequence[RunSummary]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The column titles of a table of ``summaries`` and the mixture sources among them (in
+    order of appearance): ``val bpb/<source>`` after ``best bpb`` for each."""
+    sources: list[str] = []
+    for summary in summaries:
+        sources.extend(name for name in summary.source_val_bpb if name not in sources)
+    at = COLUMNS.index("best bpb") + 1
+    titles = (*COLUMNS[:at], *(f"val bpb/{name}" for name in sources), *COLUMNS[at:])
+    return titles, tuple(sources)
 
 
 def find_runs(root: Path) -> list[Path]:
@@ -210,6 +235,14 @@ def summarize_run(
         if r.get("phase") == "validation" and _is_number(r.get("val_bpb"))
     ]
     clock = training_clock(records)
+    last_validation: Mapping[str, Any] = next(
+        (r for r in reversed(records) if r.get("phase") == "validation"), {}
+    )
+    per_source = {
+        key.removeprefix("val_bpb/"): float(value)
+        for key, value in last_validation.items()
+        if key.startswith("val_bpb/") and _is_number(value)
+    }
     return RunSummary(
         name=run_dir.absolute().name,
         path=run_dir.absolute(),
@@ -229,6 +262,7 @@ def summarize_run(
         best_val_bpb=min(validations) if validations else None,
         loggers=_providers(_section(config, "logging").get("provider")),
         updated=updated,
+        source_val_bpb=per_source,
     )
 
 
@@ -304,8 +338,9 @@ def summarize_runs(root: Path, *, now: float | None = None) -> list[RunSummary]:
 
 def render_lines(summaries: Sequence[RunSummary], out: TextIO) -> None:
     """Plain aligned columns, one whole line per run (for pipes and files)."""
-    rows = [COLUMNS, *(summary.cells() for summary in summaries)]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
+    titles, sources = columns(summaries)
+    rows = [titles, *(summary.cells(sources) for summary in summaries)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(titles))]
     for row in rows:
         cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
         out.write("  ".join(cells).rstrip() + "\n")
@@ -322,13 +357,16 @@ def render_table(
     from rich.console import Console
     from rich.table import Table
 
+    summaries = list(summaries)
+    titles, sources = columns(summaries)
     table = Table(title=f"runs in {root}")
     right = {"params", "steps", "tokens", "train time", "val bpb", "best bpb"}
-    for column in COLUMNS:
-        table.add_column(column, justify="right" if column in right else "left")
+    for column in titles:
+        numeric = column in right or column.startswith("val bpb/")
+        table.add_column(column, justify="right" if numeric else "left")
     colour = {"complete": "green", "running": "cyan", "interrupted": "yellow", "failed": "red"}
     for summary in summaries:
-        cells = list(summary.cells())
+        cells = list(summary.cells(sources))
         cells[1] = f"[{colour[summary.state]}]{summary.state}[/]"
         table.add_row(*cells)
     Console(file=out, width=width).print(table)

@@ -17,6 +17,7 @@ scores that step's ``val_loss``.
 
 from __future__ import annotations
 
+import itertools
 import math
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -110,19 +111,44 @@ def read_text_segments(path: str | Path, delimiter: str) -> list[str]:
 
 def _dataset_segments(experiment: str | Path) -> tuple[Iterable[str], str]:
     """The segments (lazily) and the delimiter of an experiment file's ``[dataset]`` (the
-    rest of the file is not read)."""
-    from baseline.data.preparation import segment_delimiter
-    from baseline.experiment.loading import read_toml, resolve_paths, structure
-    from baseline.plugins.calls import plugin_call, plugin_iter
-    from baseline.plugins.discovery import default_plugins
-    from baseline.plugins.output_checks import component_label
+    rest of the file is not read); of a ``mixture``, every source's segments, source after
+    source (the order of the run's token stream), and the first source's delimiter."""
+    from baseline.config.mixture import MIXTURE_NAME
+    from baseline.experiment.loading import read_toml
 
     table = read_toml(experiment).get("dataset")
     if not isinstance(table, dict) or not isinstance(table.get("name"), str):
         raise ConfigError("needs a [dataset] table with a name", key_path="dataset")
-    component = default_plugins().registry.get("dataset", table["name"])
+    if table["name"] != MIXTURE_NAME:
+        return _one_dataset(table, "dataset", experiment)
+    sources = table.get("sources")
+    if not isinstance(sources, dict) or not sources:
+        raise ConfigError("a mixture needs [dataset.sources.<name>] tables", key_path="dataset")
+    parts = []
+    for name, source in sources.items():
+        path = f"dataset.sources.{name}"
+        if not isinstance(source, dict) or not isinstance(source.get("name"), str):
+            raise ConfigError("needs a table with a name", key_path=path)
+        fields = {k: v for k, v in source.items() if k not in ("weight", "split")}
+        parts.append(_one_dataset(fields, path, experiment))
+    return itertools.chain.from_iterable(p[0] for p in parts), parts[0][1]
+
+
+def _one_dataset(
+    table: dict[str, Any], key_path: str, experiment: str | Path
+) -> tuple[Iterable[str], str]:
+    from baseline.data.preparation import segment_delimiter
+    from baseline.experiment.loading import resolve_paths, structure
+    from baseline.plugins.calls import plugin_call, plugin_iter
+    from baseline.plugins.discovery import default_plugins
+    from baseline.plugins.output_checks import component_label
+
+    try:
+        component = default_plugins().registry.get("dataset", table["name"])
+    except ConfigError as error:
+        raise ConfigError(error.message, key_path=f"{key_path}.name") from None
     fields = {key: value for key, value in table.items() if key != "name"}
-    dataset_config = structure(fields, component.config_cls, "dataset")
+    dataset_config = structure(fields, component.config_cls, key_path)
     dataset_config = resolve_paths(dataset_config, Path(experiment).resolve().parent)
     label = component_label("dataset", component.name)
     with plugin_call(label):

@@ -63,6 +63,9 @@ class TrainingState:
     #: Loss sums and step counts since the last train record of each cadence and since the
     #: epoch started (see :class:`baseline.train.loss_windows.LossWindows`).
     pending: dict[str, Any] = attrs.field(factory=empty_pending)
+    #: A mixture's windows drawn from each source after ``step`` (its sources' positions; a
+    #: checkpoint without them replays the schedule from the step). ``None`` for one dataset.
+    mixture_drawn: list[int] | None = None
 
 
 def locked_differences(
@@ -135,6 +138,7 @@ class CheckpointManager:
             train_time_s=saved["train_time_s"],
             best_val_loss=saved["best_val_loss"],
             pending=self._pending(saved),
+            mixture_drawn=saved.get("mixture_drawn"),
         )
         log.info("resumed from %s at step %d (epoch %d)", path, state.step, state.epoch + 1)
         return state
@@ -242,6 +246,7 @@ class CheckpointManager:
             "rng": rng_states,
             "world_size": self.dist.world_size,
             "config": dict(self.config_data),
+            **({} if state.mixture_drawn is None else {"mixture_drawn": state.mixture_drawn}),
         }
 
     def last_good(self) -> str:

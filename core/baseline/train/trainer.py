@@ -18,10 +18,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
+import attrs
 import torch
 import torch.nn.functional as F
 
 from baseline.config import ExperimentConfig
+from baseline.data.mixture import MixtureProgress
 from baseline.data.prepared import PreparedData
 from baseline.data.token_cache import adapter_fingerprint
 from baseline.distributed.agreement import RankAgreement
@@ -129,7 +131,14 @@ class Trainer:
         self.accumulation = train.grad_accumulation_steps
         self.steps_per_epoch = self.windows.steps_per_epoch // self.accumulation
         self.tokens_per_step = train.batch_size * self.accumulation * train.seq_len
-        self.budget = TrainingBudget(train, self.steps_per_epoch, self.tokens_per_step)
+        epoch_limit = getattr(self.windows, "epoch_limit", None)  # a mixture's "stop"
+        self.epochs = epoch_limit(train.effective_epochs) if epoch_limit else train.effective_epochs
+        budget_train = (
+            train
+            if self.epochs == train.effective_epochs
+            else attrs.evolve(train, epochs=self.epochs)
+        )
+        self.budget = TrainingBudget(budget_train, self.steps_per_epoch, self.tokens_per_step)
         self.total_steps = self.budget.total_steps
         self.checkpoints = CheckpointManager(
             config,
@@ -150,7 +159,9 @@ class Trainer:
             seq_len=train.seq_len,
             sampler=sampler,
             samples_path=RunDirectory(run_dir).samples,
+            sources=data.source_evals(train, rank=self.dist.rank, world_size=self.dist.world_size),
         )
+        self.mixture = MixtureProgress.of(self.windows, data, train) if data.sources else None
         if self.steps_per_epoch < 1:
             raise ConfigError(
                 f"one optimizer step needs {train.batch_size * self.accumulation} windows but "
@@ -165,11 +176,19 @@ class Trainer:
             self.steps_per_epoch,
         )
         log.info("%s", self.precision.describe())
+        if self.mixture is not None:
+            for line in self.mixture.plan(self.total_steps):
+                log.info("%s", line)
         resumed = None
         if config.run.resume_from_checkpoint:
             resumed = self.checkpoints.resume(self.model, self.optimizer)
         self.state = resumed or TrainingState()
         self.resumed = resumed is not None
+        if self.mixture is not None and self.state.mixture_drawn is not None:
+            # the checkpoint's positions of the sources: no replay of the schedule
+            self.mixture.restore(self.state.step, self.state.mixture_drawn)
+            per_step = self.mixture.windows_per_step
+            self.windows.schedule.restore(self.state.step * per_step, self.state.mixture_drawn)
 
     @property
     def step(self) -> int:
@@ -183,6 +202,8 @@ class Trainer:
 
     def save_checkpoint(self) -> None:
         """Save everything needed to continue from the current step (every rank calls)."""
+        if self.mixture is not None:
+            self.state.mixture_drawn = self.mixture.drawn(self.state.step)
         self.checkpoints.save(self.model, self.optimizer, self.state)
 
     def save_final_model(self) -> None:
@@ -239,7 +260,7 @@ class Trainer:
         if self.budget.reached(state.step, state.train_time_s):
             return final
         steps = self.windows.optimizer_steps(
-            state.epoch, state.step_in_epoch, self.train_config.effective_epochs, self.accumulation
+            state.epoch, state.step_in_epoch, self.epochs, self.accumulation
         )
         for epoch, micro_batches in steps:
             state.epoch = epoch
@@ -345,6 +366,8 @@ class Trainer:
         mean_loss = self.agreement.mean(window.loss_sum) / window.steps
         self._check_finite(mean_loss)
         values = window.record(mean_loss, self.state.tokens_seen, lr, float(grad_norm))
+        if self.mixture is not None:
+            values.update(self.mixture.values(self.state.step))
         if self.device.type == "cuda":
             values["peak_memory_gib"] = torch.cuda.max_memory_allocated(self.device) / 2**30
         if self.peak_flops:

@@ -7,12 +7,13 @@ import contextlib
 import json
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from baseline.data.prepared import SourceEval
 from baseline.data.windows import EvalWindows, window_loss_sum
 from baseline.distributed.agreement import RankAgreement
 from baseline.distributed.context import DistributedContext
@@ -26,7 +27,13 @@ Sampler = Callable[[torch.nn.Module, int], list[str]]
 
 
 class Validator:
-    """Evaluates the model on the validation windows and writes samples at each validation."""
+    """Evaluates the model on the validation windows and writes samples at each validation.
+
+    With ``sources`` (a mixture's), each source is evaluated on its own validation windows:
+    ``val_loss/<name>``, ``val_perplexity/<name>`` and ``val_bpb/<name>``; ``val_loss`` and
+    ``val_bpb`` are then the weighted means over the sources (the weights of the mix), and
+    ``val_perplexity`` is ``exp(val_loss)``.
+    """
 
     def __init__(
         self,
@@ -41,6 +48,7 @@ class Validator:
         seq_len: int,
         sampler: Sampler | None,
         samples_path: Path,
+        sources: Sequence[SourceEval] = (),
     ) -> None:
         self.model = model
         self.windows = windows
@@ -52,26 +60,51 @@ class Validator:
         self.seq_len = seq_len
         self.sampler = sampler
         self.samples_path = samples_path
+        self.sources = tuple(sources)
         self.agreement = RankAgreement(dist, device)
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        """Validation loss (nats per token), perplexity and bits per byte."""
+        """Validation loss (nats per token), perplexity and bits per byte (per source and
+        weighted over the sources, for a mixture)."""
         was_training = self.model.training
         self.model.eval()
+        try:
+            if not self.sources:
+                return self._metrics(self._loss(self.windows), self.tokens_per_byte)
+            metrics: dict[str, float] = {}
+            mixed_loss = mixed_bpb = 0.0
+            for source in self.sources:
+                own = self._metrics(self._loss(source.windows), source.tokens_per_byte)
+                metrics.update({f"{key}/{source.name}": value for key, value in own.items()})
+                mixed_loss += source.weight * own["val_loss"]
+                mixed_bpb += source.weight * own["val_bpb"]
+            return {
+                "val_loss": mixed_loss,
+                "val_perplexity": perplexity(mixed_loss),
+                "val_bpb": mixed_bpb,
+                **metrics,
+            }
+        finally:
+            self.model.train(was_training)
+
+    def _loss(self, windows: EvalWindows) -> float:
+        """Mean loss (nats per target) over ``windows``, summed over the ranks."""
         # Under FSDP the batch counts are agreed before any forward pass: a rank with fewer
         # batches must not enter the all-gather while another still gathers parameters.
-        most = max(self.dist.all_gather(self.windows.num_batches)) if self.sharded else 0
-        total, count = window_loss_sum(self.model, self.windows, self.device, self.autocast)
+        most = max(self.dist.all_gather(windows.num_batches)) if self.sharded else 0
+        total, count = window_loss_sum(self.model, windows, self.device, self.autocast)
         if self.sharded:
-            self._match_forward_passes(self.windows.num_batches, most)
-        self.model.train(was_training)
+            self._match_forward_passes(windows.num_batches, most)
         total, count = self.agreement.sum_with_count(total, count)
-        loss = total.item() / max(count, 1)
+        return float(total.item()) / max(count, 1)
+
+    @staticmethod
+    def _metrics(loss: float, tokens_per_byte: float) -> dict[str, float]:
         return {
             "val_loss": loss,
             "val_perplexity": perplexity(loss),
-            "val_bpb": loss / math.log(2) * self.tokens_per_byte,
+            "val_bpb": loss / math.log(2) * tokens_per_byte,
         }
 
     def _match_forward_passes(self, done: int, most: int) -> None:
