@@ -38,6 +38,7 @@ def build_config() -> ExperimentConfig:
         ),
         train=TrainConfig(
             max_time_s=105,
+            epochs=2,  # or 105 s, whichever ends first (more epochs overfit this corpus)
             learning_rate=8e-3,
             optimizer="muon",
             warmup_steps=100,
