@@ -1,10 +1,11 @@
 """``python claim_worker.py create|claim URL DIRECTORY NAME POINTS GO``: create a sweep of POINTS
-grid points in a store, or (once the file GO exists) claim its trials until none is left,
-finishing each at once, and print each claimed point: what two worker processes racing for
-trials do."""
+grid points in a store, or claim its trials until none is left (from when the file GO exists;
+``GO.ready-PID`` says this worker waits for it), finishing each after 20 ms, and print each
+claimed point: what two worker processes racing for trials do."""
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -25,11 +26,14 @@ def main(mode: str, url: str, directory: str, name: str, points: str, go: str) -
     if mode == "create":
         store.create_or_continue(SweepRecord(spec, "/nowhere/exp.toml", None, {}))
         return
-    while not Path(go).exists():  # both workers start claiming at once
-        time.sleep(0.01)
     study = store.study(spec)
+    # both workers start claiming at once: each says it is ready, the test then creates GO
+    Path(f"{go}.ready-{os.getpid()}").touch()
+    while not Path(go).exists():
+        time.sleep(0.01)
     while (claim := store.claim(study, spec)) is not None:
         print(claim.point, flush=True)
+        time.sleep(0.02)  # a trial takes a moment: the other worker claims meanwhile
         study.tell(claim.trial, 1.0)
         store.release(claim)
 

@@ -37,6 +37,7 @@ def race(url: str, directories: tuple[Path, Path], name: str, hosts: tuple[str, 
         )
         for directory, host in zip(directories, hosts, strict=True)
     ]
+    wait_for(lambda: len(list(go.parent.glob("go.ready-*"))) == 2, what="both workers ready")
     go.touch()
     claimed = []
     for process in processes:

@@ -17,6 +17,12 @@ from baseline.experiment.loading import experiment_from_data
 from baseline.plugins.discovery import default_plugins
 from baseline.runs.table import summarize_run
 
+# The pruner decides within a poll (0.2 s) of a validation, while the run goes on: enough
+# steps after the first validation (seconds of them) that the pruned run is still training
+# when its SIGTERM comes, however fast or loaded the machine.
+STEPS = 1500
+VAL_EVERY = 25
+
 SWEEP = """
 [sweep]
 name = "prune"
@@ -31,7 +37,7 @@ train.learning_rate = [1e-2, 1e-6]
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     work = tmp_path_factory.mktemp("finished")
-    exp = experiment(work, max_steps=150, val_every=5, checkpoint_every=50)
+    exp = experiment(work, max_steps=STEPS, val_every=VAL_EVERY, checkpoint_every=500)
     sweep = work / "prune.toml"
     sweep.write_text(SWEEP, encoding="utf-8")
     result = baseline("sweep", str(exp), str(sweep), cwd=work)
@@ -42,14 +48,14 @@ def finished(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 def test_a_hopeless_trial_is_pruned_at_the_step_it_reached(finished: dict[str, Any]) -> None:
     work = finished["work"]
     rows = {row["trial"]: row for row in table("prune", work, work / "sweeps")}
-    assert rows[0]["state"] == "complete" and rows[0]["steps"] == 150
+    assert rows[0]["state"] == "complete" and rows[0]["steps"] == STEPS
     pruned = rows[1]
     assert pruned["state"] == "pruned"
-    assert pruned["pruned_step"] == 5  # its first validation was worse than trial 0's
-    assert 5 <= pruned["steps"] < 150
+    assert pruned["pruned_step"] == VAL_EVERY  # its first validation was worse than trial 0's
+    assert VAL_EVERY <= pruned["steps"] < STEPS
     assert pruned["value"] > rows[0]["value"]
     assert "[2/2] prune-1 pruned  val_bpb" not in finished["output"]
-    assert "prune-1 pruned  at step 5" in finished["output"]
+    assert f"prune-1 pruned  at step {VAL_EVERY}" in finished["output"]
     # the pruned run stopped like a run stopped by SIGTERM: interrupted, with a checkpoint
     run = summarize_run(work / "runs" / "prune-1")
     assert run.state == "interrupted" and run.steps == pruned["steps"]
@@ -68,7 +74,7 @@ def test_the_table_in_every_format_parses_back(finished: dict[str, Any]) -> None
     assert [r["state"] for r in records] == ["complete", "pruned"]
     assert float(records[0]["val_bpb"]) == pytest.approx(rows[0]["value"])
     assert float(records[0]["train.learning_rate"]) == 1e-2
-    assert records[1]["pruned_step"] == "5"
+    assert records[1]["pruned_step"] == str(VAL_EVERY)
 
     result = baseline("sweep", "table", "prune", "--root", "sweeps", "--format", "md", cwd=work)
     lines = result.stdout.splitlines()
@@ -78,7 +84,7 @@ def test_the_table_in_every_format_parses_back(finished: dict[str, Any]) -> None
     cells = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[2:]]
     assert [(c[0], c[1], c[4]) for c in cells] == [
         ("0", "prune-0", "complete"),
-        ("1", "prune-1", "pruned at step 5"),
+        ("1", "prune-1", f"pruned at step {VAL_EVERY}"),
     ]
     assert float(cells[0][3]) == pytest.approx(rows[0]["value"], abs=1e-4)
 

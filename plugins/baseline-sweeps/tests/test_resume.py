@@ -47,8 +47,16 @@ def test_a_killed_sweep_continues_to_the_same_finished_trials(tmp_path: Path, si
     else:
         assert process.returncode == -signal.SIGKILL
     # the trials die with their worker, after a checkpoint (a SIGKILLed sweep's children get
-    # SIGTERM from the kernel)
-    wait_for(lambda: no_trial_processes(tmp_path), timeout=60, what="the trials to stop")
+    # SIGTERM from the kernel). An exiting process leaves `ps` (its memory is released first)
+    # a moment before the kernel releases its run lock, so both are waited for.
+    wait_for(
+        lambda: (
+            no_trial_processes(tmp_path)
+            and all(summarize_run(run).state != "running" for run in runs)
+        ),
+        timeout=60,
+        what="the trials to stop and release their run locks",
+    )
     for run in runs:
         summary = summarize_run(run)
         assert summary.state == "interrupted" and summary.steps is not None, (summary, output)
