@@ -84,7 +84,7 @@ def test_a_second_process_in_a_run_dir_fails_at_once_and_sigkill_frees_it(
 def test_four_resumes_started_together_train_one_at_a_time(
     tmp_path: Path, tiny_data: dict[str, Any]
 ) -> None:
-    tiny_data["train"]["epochs"] = 2
+    tiny_data["train"]["epochs"] = 20  # seconds of training: the others start meanwhile
     write_toml(tmp_path / "exp.toml", tiny_data)
     processes = [start(["exp.toml", "--resume"], tmp_path) for _ in range(4)]
     outcomes = [finish(process) for process in processes]

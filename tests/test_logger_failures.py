@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any, Literal
 
@@ -59,6 +60,8 @@ class FlakyConfig(LoggerConfig):
     step: int = FAIL_STEP
     #: JSON lines: every call this logger receives.
     journal: str = ""
+    #: Seconds ``finish`` takes (a logger that uploads at the end, as W&B does).
+    finish_delay_s: float = 0.0
 
 
 @attrs.frozen(kw_only=True)
@@ -98,6 +101,7 @@ class FlakySession:
             raise KeyError("x")
 
     def finish(self, exit_code: int) -> None:
+        time.sleep(self.config.finish_delay_s)
         _note(self.config, "finish", exit_code)
         if self.config.phase == "finish":
             raise KeyError("x")
@@ -311,7 +315,9 @@ def test_failures_record_as_json() -> None:
 def test_under_ddp_rank_zero_failures_keep_the_ranks_together(
     tmp_path: Path, on_error: str
 ) -> None:
-    outcome = run_cli(tmp_path, experiment(tmp_path, "log", on_error=on_error), nproc=2)
+    data = experiment(tmp_path, "log", on_error=on_error)
+    data["logging"]["tally"]["finish_delay_s"] = 2.0  # rank 0's cleanup takes a while
+    outcome = run_cli(tmp_path, data, nproc=2)
     if on_error == "continue":
         assert outcome.code == 0, outcome.stderr[-3000:]
         assert outcome.run.finished
@@ -323,3 +329,8 @@ def test_under_ddp_rank_zero_failures_keep_the_ranks_together(
         lines = lines_with(outcome.stderr, LINE)
         assert len(lines) == 2 and len(set(lines)) == 1, outcome.stderr[-3000:]
         assert max(r["step"] for r in outcome.records()) == FAIL_STEP
+        # rank 0's cleanup was not cut short by rank 1's exit (torchrun stops the workers as
+        # soon as one fails): the ranks part together once it has finished its loggers and
+        # recorded the failure
+        assert outcome.journal("tally")[-1] == ["finish", 1]
+        assert outcome.run_config()["logger_failures"][0]["step"] == FAIL_STEP

@@ -591,7 +591,8 @@ def checkpoint_step(run_dir: Path) -> int:
 
 def test_kill_9_then_resume_continues_the_mix_exactly(tmp_path: Path) -> None:
     data, _ = mixture_data(tmp_path, (0.6, 0.4))
-    data["train"].update(max_steps=40, data_fraction=0.1, num_threads=1)
+    # long enough that no kill below (a few steps and a pause each) reaches the end
+    data["train"].update(max_steps=150, data_fraction=0.1, num_threads=1)
     data["run"]["checkpoint_every_n_steps"] = 1
     data["model"]["dropout"] = 0.1
     data["logging"]["log_every_n_steps"] = 1

@@ -23,6 +23,7 @@ from baseline.experiment.loading import experiment_from_data
 from baseline.pipeline import model_pipeline
 from baseline.plugins.hookspecs import hookimpl
 from baseline.plugins.protocols import MetricRecord, RunInfo
+from baseline.runs.layout import RunDirectory
 from baseline.testing import using_plugins
 
 BIN = Path(sys.executable).parent
@@ -237,6 +238,10 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_data: dict[str, 
 # -- real processes: SIGKILL at random points, SIGTERM, double Ctrl-C ------------------------
 
 
+#: A run a signal is sure to reach before its end on any machine (about 1,300 steps).
+LONG_EPOCHS = 40
+
+
 def long_experiment(tmp_path: Path, tiny_data: dict[str, Any], epochs: int = 4) -> Path:
     tiny_data["train"]["epochs"] = epochs
     tiny_data["run"]["checkpoint_every_n_steps"] = 1
@@ -277,8 +282,10 @@ def test_sigkill_at_twenty_points_then_resume_matches(
         if rng.random() < 0.2:
             time.sleep(rng.uniform(0.1, 1.0))  # during start-up, before any checkpoint
         else:
-            wait_for_step(process, run_dir, previous=read_step(run_dir))
-            time.sleep(rng.uniform(0.0, 0.3))  # inside a step or a checkpoint write
+            # a few steps on (counted, not timed: a fast machine must not finish the run in
+            # the kills), then a moment inside a step or a checkpoint write
+            wait_for_step(process, run_dir, previous=read_step(run_dir) + rng.randint(0, 3))
+            time.sleep(rng.uniform(0.0, 0.01))
             during_training += 1
         if process.poll() is not None:
             finished = process.returncode == 0
@@ -326,32 +333,44 @@ def wait_for_training(process: subprocess.Popen[str], run_dir: Path) -> None:
 def test_sigterm_to_the_process_checkpoints_and_exits_143(
     tmp_path: Path, tiny_data: dict[str, Any]
 ) -> None:
-    long_experiment(tmp_path, tiny_data)
+    long_experiment(tmp_path, tiny_data, epochs=LONG_EPOCHS)
+    run_dir = tmp_path / "runs" / "tiny"
     process = start(["exp.toml"], tmp_path)
-    wait_for_training(process, tmp_path / "runs" / "tiny")
+    wait_for_training(process, run_dir)
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 143, stderr
     assert "Traceback" not in stderr
     assert "error: stopped by SIGTERM at step" in stderr.strip().splitlines()[-1]
-    resumed = start(["exp.toml", "--resume"], tmp_path)
+    stopped = read_step(run_dir)
+    resumed = start(["exp.toml", "--resume", "--set", f"train.max_steps={stopped + 10}"], tmp_path)
     _, stderr = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, stderr
     assert "resumed from" in stderr
 
 
 def test_double_ctrl_c_aborts_at_once(tmp_path: Path, tiny_data: dict[str, Any]) -> None:
-    long_experiment(tmp_path, tiny_data)
+    long_experiment(tmp_path, tiny_data, epochs=LONG_EPOCHS)
     process = start(["exp.toml"], tmp_path)
     run_dir = tmp_path / "runs" / "tiny"
     wait_for_training(process, run_dir)
     process.send_signal(signal.SIGINT)
+    assert process.stderr is not None
+    seen = []  # the second Ctrl-C only once the first is handled (two at once merge into one)
+    while not any("SIGINT received" in line for line in seen):
+        line = process.stderr.readline()
+        assert line, "".join(seen)
+        seen.append(line)
     process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=60)
+    _, rest = process.communicate(timeout=60)
+    stderr = "".join(seen) + rest
     assert process.returncode == 130, stderr
     assert "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1] == "interrupted"  # aborted, not stopped after a step
     assert not list(run_dir.glob("*.tmp"))
-    torch.load(run_dir / "baseline_checkpoint.pt", weights_only=True)  # still complete
+    newest = RunDirectory(run_dir).newest_checkpoint()
+    assert newest is not None
+    torch.load(newest.path, weights_only=True)  # still complete
 
 
 def test_full_disk_while_checkpointing_is_one_line_and_keeps_old_files(

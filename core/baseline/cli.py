@@ -16,7 +16,7 @@ from baseline.errors import BaselineError
 from baseline.tools import scaffold
 
 if TYPE_CHECKING:
-    from baseline.experiment.resolved import ResolvedExperiment
+    from baseline.experiment.resolved import ResolvedExperiment, ResolvedSource
 
 DEBUG_ENV = "BASELINE_DEBUG"
 #: Words a user may type for a command (``baseline train``), suggested as the command.
@@ -228,8 +228,23 @@ def command_run(args: argparse.Namespace) -> int:
 
 def command_validate(args: argparse.Namespace) -> int:
     """Load and validate the experiment; print a summary."""
+    from baseline.data.presence import check_data_files
+    from baseline.errors import ConfigError
+
     resolved = _load(args.experiment, args.overrides)
+    try:
+        if resolved.sources:
+            found = [
+                (f"{source.name}: ", check_data_files(*_source_dataset(source)))
+                for source in resolved.sources
+            ]
+        else:
+            dataset = resolved.components["dataset"]
+            found = [("", check_data_files(dataset.build(), dataset.label))]
+    except ConfigError as error:
+        raise error.with_source(args.experiment) from None
     print(f"{args.experiment}: valid ({resolved.summary()})")
+    print("data: " + "; ".join(f"{name}{files.describe()}" for name, files in found))
     if resolved.sources:  # a mixture: what each source gives, from the config alone
         import math
 
@@ -250,6 +265,12 @@ def command_validate(args: argparse.Namespace) -> int:
         for line in progress.plan(min(limits) if limits else None):
             print(line)
     return 0
+
+
+def _source_dataset(source: ResolvedSource) -> tuple[Any, str, str]:
+    """A mixture source's dataset adapter, its label and its table (for error messages)."""
+    table = f"dataset.sources.{source.name}"
+    return source.dataset.build(), f"{source.dataset.label} ({table})", table
 
 
 def command_plugins(_args: argparse.Namespace) -> int:

@@ -21,7 +21,11 @@ from baseline.data.lineage import write_weights_record
 from baseline.data.mixture_preparation import prepare_mixture_data
 from baseline.data.preparation import prepare_data
 from baseline.data.prepared import PreparedData
-from baseline.distributed.context import DistributedContext, init_distributed
+from baseline.distributed.context import (
+    DistributedContext,
+    init_distributed,
+    is_raised_on_every_rank,
+)
 from baseline.errors import BaselineError, ConfigError
 from baseline.experiment.loading import unstructure_config
 from baseline.experiment.resolved import ResolvedExperiment
@@ -114,6 +118,10 @@ def _run_pipeline(
         result = _run_distributed(resolved, plugin_set, components, dist)
         dist.barrier()  # no rank tears down while another still communicates
         return result
+    except BaselineError as error:
+        if is_raised_on_every_rank(error):
+            dist.part()
+        raise
     finally:
         dist.shutdown()
         torch.set_num_threads(threads)

@@ -6,6 +6,7 @@
 - ``tokens`` and ``token_cache``: tokenizing and the cache on disk;
 - ``measured`` and ``file_stamps``: what an earlier run measured, reused while the files it
   came from (and the cache's) are unchanged;
+- ``presence``: a dataset's files listed and checked without reading them (``validate``);
 - ``prepared``: the prepared data handed to the trainer;
 - ``windows``: training and validation windows, sharded over ranks;
 - ``mixture``, ``mixture_windows`` and ``mixture_preparation``: a ``mixture`` dataset's

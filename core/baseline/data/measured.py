@@ -21,9 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import tempfile
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +29,8 @@ import attrs
 import numpy as np
 
 from baseline.data.file_stamps import Stamp, current_stamps, settled_stamps
+from baseline.data.presence import source_files
 from baseline.data.token_cache import cache_key
-from baseline.errors import PluginError
 
 log = logging.getLogger("baseline")
 
@@ -58,20 +56,6 @@ class MeasuredRecord:
 
     sizes: np.ndarray
     fingerprint: str
-
-
-def source_files(dataset: object) -> list[str] | None:
-    """The adapter's optional ``source_files()`` as strings; ``None`` when it has none."""
-    method = getattr(dataset, "source_files", None)
-    if not callable(method):
-        return None
-    files = method()
-    if not isinstance(files, Sequence) or not all(isinstance(f, str | Path) for f in files):
-        raise PluginError(
-            "dataset source_files() must return a sequence of paths (str or Path), got "
-            f"{type(files).__name__}"
-        )
-    return [os.fspath(path) for path in files]
 
 
 def record_key(dataset: object, dataset_config: Any) -> str:

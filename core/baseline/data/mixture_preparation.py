@@ -40,6 +40,7 @@ from baseline.data.preparation import (
     training_segments,
 )
 from baseline.data.prepared import PreparedData, SourceData
+from baseline.data.presence import dataset_key_under
 from baseline.data.segments import split_protocol
 from baseline.data.token_cache import adapter_fingerprint, cache_key, segment_scratch
 from baseline.data.tokens import check_split_plan
@@ -87,12 +88,10 @@ def source_errors(source: SourceAdapters) -> Iterator[None]:
         yield
     except ConfigError as error:
         path = error.key_path
-        if path == "dataset" or path.startswith("dataset."):
-            path = source.key_path + path[len("dataset") :]
-        elif path == "split" or path.startswith("split."):
+        if path == "split" or path.startswith("split."):
             path = f"{source.key_path}.split" + path[len("split") :]
         else:
-            path = path or source.key_path
+            path = dataset_key_under(path, source.key_path)
         raise ConfigError(error.message, key_path=path, source=error.source) from None
 
 

@@ -9,8 +9,9 @@ that its error reaches every rank instead of leaving them waiting.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import attrs
@@ -18,6 +19,36 @@ import attrs
 from baseline.errors import BaselineError, ConfigError
 
 T = TypeVar("T")
+
+#: Set on an error that every rank raised at the same step (an agreed stop).
+_EVERY_RANK = "_baseline_every_rank"
+#: The longest a rank waits for the others to finish their cleanup after such an error.
+PARTING_TIMEOUT_S = 120.0
+
+
+E = TypeVar("E", bound=BaselineError)
+
+
+def on_every_rank(error: E) -> E:
+    """``error``, marked as one that every rank raises at this point (after the ranks agreed
+    to stop): they then part together (:meth:`DistributedContext.part`)."""
+    setattr(error, _EVERY_RANK, True)
+    return error
+
+
+@contextlib.contextmanager
+def raised_on_every_rank() -> Iterator[None]:
+    """:func:`on_every_rank` for the :class:`BaselineError` raised inside."""
+    try:
+        yield
+    except BaselineError as error:
+        on_every_rank(error)
+        raise
+
+
+def is_raised_on_every_rank(error: BaseException) -> bool:
+    """Whether ``error`` was raised inside :func:`raised_on_every_rank`."""
+    return bool(getattr(error, _EVERY_RANK, False))
 
 
 class RemoteError(BaselineError):
@@ -80,6 +111,25 @@ class DistributedContext:
             raise RemoteError(*value)
         result: T = value
         return result
+
+    def part(self, timeout_s: float = PARTING_TIMEOUT_S) -> None:
+        """After an error every rank raised at the same step: wait until every rank has done
+        its cleanup (rank 0 finishes its loggers and writes ``run_config.json``). torchrun
+        stops every worker as soon as one exits with an error, so a rank that exits first
+        would cut rank 0's cleanup short. The wait is bounded; a rank that does not come is
+        not waited for any longer."""
+        if not self.enabled:
+            return
+        import datetime
+
+        import torch.distributed as dist
+
+        timeout = datetime.timedelta(seconds=timeout_s)
+        with contextlib.suppress(Exception):  # a rank already gone: nothing to wait for
+            if self.backend == "gloo":
+                dist.monitored_barrier(timeout=timeout)
+            else:
+                dist.barrier()
 
     def shutdown(self) -> None:
         """Destroy the process group, so that gloo's threads stop before the process exits

@@ -27,7 +27,12 @@ from baseline.data.mixture import MixtureProgress
 from baseline.data.prepared import PreparedData
 from baseline.data.token_cache import adapter_fingerprint
 from baseline.distributed.agreement import RankAgreement
-from baseline.distributed.context import DistributedContext, check_divisible
+from baseline.distributed.context import (
+    DistributedContext,
+    check_divisible,
+    on_every_rank,
+    raised_on_every_rank,
+)
 from baseline.distributed.wrapping import (
     accumulation_sync,
     full_tensor,
@@ -324,19 +329,23 @@ class Trainer:
             # logger failing with logging.on_logger_error = "stop" (rank 0's router), stops
             # the run at this step, on every rank.
             if self.agreement.any(stop_request.signum is not None or router.stopping):
-                self.dist.on_main(router.raise_stop)  # rank 0's error, raised on every rank
+                with raised_on_every_rank():
+                    self.dist.on_main(router.raise_stop)  # rank 0's error, on every rank
                 self._check_finite(self.agreement.mean(step_loss))
                 self.save_checkpoint()
-                raise RunInterrupted(
-                    f"stopped by {stop_request.name or 'SIGTERM'} at step {state.step}; "
-                    f"checkpoint saved to {self.checkpoints.path}; continue with --resume",
-                    stop_request.exit_code if stop_request.signum else 143,
+                raise on_every_rank(
+                    RunInterrupted(
+                        f"stopped by {stop_request.name or 'SIGTERM'} at step {state.step}; "
+                        f"checkpoint saved to {self.checkpoints.path}; continue with --resume",
+                        stop_request.exit_code if stop_request.signum else 143,
+                    )
                 )
             every = self.config.run.checkpoint_every_n_steps
             if every and state.step % every == 0:
                 self._check_finite(self.agreement.mean(step_loss))
                 self.save_checkpoint()
-        self.dist.on_main(router.raise_stop)  # a logger that failed on the last step
+        with raised_on_every_rank():
+            self.dist.on_main(router.raise_stop)  # a logger that failed on the last step
         self.save_checkpoint()
         self.checkpoints.record_ranks(self.model)
         return final
@@ -383,9 +392,13 @@ class Trainer:
         return metrics
 
     def _check_finite(self, loss: float) -> None:
+        """Stop on a loss that is not finite; ``loss`` is agreed by the ranks (their mean), so
+        every rank raises at the same step."""
         if not math.isfinite(loss):
-            raise TrainingError(
-                f"training loss became {loss} at step {self.state.step}; "
-                f"{self.checkpoints.last_good()}. Lower train.learning_rate or set "
-                "train.grad_clip_norm"
+            raise on_every_rank(
+                TrainingError(
+                    f"training loss became {loss} at step {self.state.step}; "
+                    f"{self.checkpoints.last_good()}. Lower train.learning_rate or set "
+                    "train.grad_clip_norm"
+                )
             )

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -349,6 +351,31 @@ def test_a_store_failing_mid_run_does_not_stop_training(
     run = read_run(store, session.run_id)
     assert run.steps("train_loss") == [2, 8]
     assert run.status == "FINISHED"
+
+
+def test_a_store_locked_by_another_process_for_a_while_loses_no_record(
+    store: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Another writer (a sweep's other trial) holds the SQLite store for 6 s, longer than
+    SQLite's default wait (5 s): MLflow's store waits longer (its busy timeout, 20 s), and the
+    record is written once the store is free, not dropped."""
+    session = MlflowLogger(MlflowConfig(tracking_uri=store)).start(run_info(tmp_path / "r"))
+    session.log(MetricRecord(2, 256, 1, "train", TRAIN))
+    holder = sqlite3.connect(
+        store.removeprefix("sqlite:///"), isolation_level=None, check_same_thread=False
+    )
+    holder.execute("BEGIN EXCLUSIVE")  # a real lock, in a real other connection
+    try:
+        released = threading.Timer(6.0, holder.execute, ("ROLLBACK",))
+        with caplog.at_level(logging.WARNING, logger="baseline"):
+            released.start()
+            session.log(MetricRecord(4, 512, 1, "train", TRAIN))
+        released.join()
+    finally:
+        holder.close()
+    session.finish(0)
+    assert caplog.messages == []
+    assert read_run(store, session.run_id).steps("train_loss") == [2, 4]
 
 
 # -- start failures ----------------------------------------------------------------------------

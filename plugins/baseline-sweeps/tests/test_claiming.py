@@ -55,7 +55,7 @@ def test_two_processes_racing_for_trials_claim_each_once(tmp_path: Path) -> None
 
 
 def test_a_second_sweep_process_joins_and_no_point_runs_twice(tmp_path: Path) -> None:
-    exp = experiment(tmp_path, max_steps=20)
+    exp = experiment(tmp_path, max_steps=400)  # seconds per trial: the joiner starts meanwhile
     first = start(
         "sweep", str(exp), "--name", "join", "--param",
         "train.learning_rate=1e-3,2e-3,3e-3,4e-3", cwd=tmp_path,

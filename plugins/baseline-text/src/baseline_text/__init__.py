@@ -101,6 +101,8 @@ class LocalTextDataset:
                     key_path="dataset.path",
                 )
             return found
+        if not path.exists():
+            raise ConfigError(f"{path}: file not found; fix the path", key_path="dataset.path")
         return [(path.name, path)]
 
     def source_files(self) -> list[Path]:
