@@ -56,6 +56,7 @@ def test_plugins_lists_the_standard_plugins() -> None:
     for dist in ("baseline-text", "baseline-bpe", "baseline-decoder", "baseline-holdout"):
         assert dist in result.stdout
     assert "logger console" in result.stdout
+    assert "built in: dataset mixture (weighted sources" in result.stdout
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from baseline.config.mixture import MIXTURE_NAME
 from baseline.plugins.discovery import PluginSet
 
 
@@ -18,5 +19,11 @@ def print_plugins(plugin_set: PluginSet) -> None:
         table.add_row(info.distribution, info.version, info.entry_point, components)
     console = Console()
     console.print(table)
+    console.print(
+        f"built in: dataset {MIXTURE_NAME} (weighted sources, each any installed dataset "
+        "component; docs/mixtures.md)",
+        highlight=False,
+        soft_wrap=True,  # a whole line in a file or pipe
+    )
     for failure in plugin_set.failures:
-        console.print(f"[red]failed:[/red] {failure.describe()}", highlight=False)
+        console.print(f"[red]failed:[/red] {failure.describe()}", highlight=False, soft_wrap=True)
