@@ -49,6 +49,9 @@ PLUGIN_TEST_PLUGINS = {
         "baseline-mlflow",
     ]
 }
+#: Plugins whose tests run only in their own `plugin` session, not in `tests`: the sweeps'
+#: tests run whole sweeps of real processes (minutes); CI runs that session beside `tests`.
+OWN_SESSION_PLUGINS = ["baseline-sweeps"]
 CONSTRAINTS = ("-c", str(ROOT / "constraints.txt"))
 TEST_TOOLS = ("pytest>=8", "hypothesis>=6.100")
 # CI runs must be reproducible: hypothesis draws the same examples every run (pass
@@ -76,12 +79,16 @@ def _install_torch_first(session: nox.Session) -> None:
 
 @nox.session(python="3.11")
 def tests(session: nox.Session) -> None:
-    """The core with every plugin installed: the whole suite."""
+    """The core with every plugin installed: the whole suite but the sessions of its own
+    (FSDP and multi-node: `distributed`; the sweeps: `plugin(plugin='baseline-sweeps')`)."""
     _install_torch_first(session)
     editable = [arg for plugin in PLUGINS for arg in ("-e", f"plugins/{plugin}")]
     # The core's `plot` extra (matplotlib) too: tests/test_plotting.py draws real figures.
     session.install(*CONSTRAINTS, "-e", ".[plot]", *editable, *TEST_TOOLS)
-    test_dirs = ["tests", *(f"plugins/{plugin}/tests" for plugin in PLUGINS)]
+    test_dirs = [
+        "tests",
+        *(f"plugins/{plugin}/tests" for plugin in PLUGINS if plugin not in OWN_SESSION_PLUGINS),
+    ]
     # The multi-process FSDP and multi-node runs have their own session, `distributed`.
     ignored = [f"--ignore={path}" for path in SEPARATE_TESTS]
     session.run(

@@ -306,19 +306,23 @@ def test_sigkill_at_twenty_points_then_resume_matches(
 
 
 def read_step(run_dir: Path) -> int:
-    """Step of the newest checkpoint, or -1."""
-    try:
-        return int(torch.load(run_dir / "baseline_checkpoint.pt", weights_only=True)["step"])
-    except Exception:
-        return -1
+    """Step of the newest checkpoint, or -1. A checkpoint being rotated or written is missing
+    or partial for a moment: it is read again while an older one exists."""
+    for _ in range(50):
+        try:
+            return int(torch.load(run_dir / "baseline_checkpoint.pt", weights_only=True)["step"])
+        except Exception:
+            if not any(run_dir.glob("baseline_checkpoint*.pt")):
+                return -1
+            time.sleep(0.01)
+    return -1
 
 
 def wait_for_step(process: subprocess.Popen[str], run_dir: Path, previous: int) -> None:
     """Wait until the process has checkpointed past ``previous`` (or exited)."""
     deadline = time.time() + 120
     while process.poll() is None and time.time() < deadline:
-        path = run_dir / "baseline_checkpoint.pt"
-        if path.exists() and path.stat().st_mtime_ns and read_step(run_dir) > previous:
+        if read_step(run_dir) > previous:
             return
         time.sleep(0.05)
 
