@@ -16,7 +16,7 @@ from baseline.errors import BaselineError
 from baseline.tools import scaffold
 
 if TYPE_CHECKING:
-    from baseline.experiment.resolved import ResolvedExperiment, ResolvedSource
+    from baseline.experiment.resolved import ResolvedExperiment
 
 DEBUG_ENV = "BASELINE_DEBUG"
 #: Words a user may type for a command (``baseline train``), suggested as the command.
@@ -234,10 +234,11 @@ def command_validate(args: argparse.Namespace) -> int:
     resolved = _load(args.experiment, args.overrides)
     try:
         if resolved.sources:
-            found = [
-                (f"{source.name}: ", check_data_files(*_source_dataset(source)))
-                for source in resolved.sources
-            ]
+            found = []
+            for source in resolved.sources:
+                built = source.build()
+                files = check_data_files(built.dataset, built.labels["dataset"], built.key_path)
+                found.append((f"{source.name}: ", files))
         else:
             dataset = resolved.components["dataset"]
             found = [("", check_data_files(dataset.build(), dataset.label))]
@@ -265,12 +266,6 @@ def command_validate(args: argparse.Namespace) -> int:
         for line in progress.plan(min(limits) if limits else None):
             print(line)
     return 0
-
-
-def _source_dataset(source: ResolvedSource) -> tuple[Any, str, str]:
-    """A mixture source's dataset adapter, its label and its table (for error messages)."""
-    table = f"dataset.sources.{source.name}"
-    return source.dataset.build(), f"{source.dataset.label} ({table})", table
 
 
 def command_plugins(_args: argparse.Namespace) -> int:

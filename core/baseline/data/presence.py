@@ -70,9 +70,7 @@ def check_data_files(dataset: object, label: str, key_path: str = "dataset") -> 
     try:
         with plugin_call(label):
             files = source_files(dataset)
-    except ConfigError as error:
-        if key_path == "dataset":
-            raise
+    except ConfigError as error:  # the adapter's key path, under the table it comes from
         where = dataset_key_under(error.key_path, key_path)
         raise ConfigError(error.message, key_path=where, source=error.source) from None
     if files is None:
