@@ -20,7 +20,8 @@ from core_support import write_toml
 
 from baseline.data.token_cache import load_or_build, segment_scratch
 from baseline.errors import BaselineError, LockError
-from baseline.runs import locks
+from baseline.runs import artifacts, layout, locks
+from baseline.runs.artifacts import atomic_write_with
 from baseline.runs.locks import run_directory_lock, waiting_lock
 from baseline.testing import RecordingTokenizer, RecordingTokenizerConfig
 
@@ -295,3 +296,41 @@ def test_a_filesystem_without_flock_stops_a_run_with_one_line(
         f"filesystem does not support file locks ({os.strerror(errno.ENOLCK)}); set "
         "run.artifacts_root to a directory on a local disk"
     )
+
+
+# -- atomic writes interrupted in-process -------------------------------------------------------
+
+
+@pytest.mark.parametrize("where", ["writing", "before the rename"])
+def test_a_keyboard_interrupt_in_an_atomic_write_leaves_no_temporary_file(
+    tmp_path: Path, where: str
+) -> None:
+    target = tmp_path / "baseline_checkpoint.pt"
+    target.write_bytes(b"old")
+
+    def interrupt(*_args: Any) -> None:
+        raise KeyboardInterrupt
+
+    writer = interrupt if where == "writing" else lambda handle: handle.write(b"new")
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write_with(target, writer, before_replace=None if where == "writing" else interrupt)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["baseline_checkpoint.pt"]
+    assert target.read_bytes() == b"old"
+
+
+def test_an_atomic_write_has_the_usual_mode_and_leaves_a_file_of_its_name_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "run_config.json"
+    atomic_write_with(target, lambda handle: handle.write(b"{}"))
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
+
+    # a file that happens to have the temporary name is neither used nor removed
+    monkeypatch.setattr(artifacts.secrets, "token_hex", lambda _n: "taken")
+    taken = tmp_path / f".run_config.json.taken{layout.TEMPORARY_FILE_SUFFIX}"
+    taken.write_bytes(b"someone else's")
+    with pytest.raises(FileExistsError):
+        atomic_write_with(target, lambda handle: handle.write(b"[]"))
+    assert taken.read_bytes() == b"someone else's" and target.read_bytes() == b"{}"

@@ -23,8 +23,11 @@ from baseline.experiment.loading import experiment_from_data
 from baseline.pipeline import model_pipeline
 from baseline.plugins.hookspecs import hookimpl
 from baseline.plugins.protocols import MetricRecord, RunInfo
+from baseline.runs.artifacts import atomic_write_with
 from baseline.runs.layout import RunDirectory
 from baseline.testing import using_plugins
+from baseline.train.checkpointer import writing
+from baseline.train.signals import graceful_stop
 
 BIN = Path(sys.executable).parent
 
@@ -452,3 +455,45 @@ def test_resume_of_a_checkpoint_written_before_a_config_key_existed(
     tiny_data["train"]["optimizer"] = "muon"  # not the default: the run used AdamW
     with pytest.raises(ConfigError, match=r"these keys differ .*: train\.optimizer"):
         model_pipeline(experiment_from_data(tiny_data, registry))
+
+
+class InterruptedFile:
+    """A checkpoint file whose first write is interrupted by a second Ctrl-C, which then
+    surfaces as torch.save's C++ writer reported it in CI: a RuntimeError ("unexpected pos"),
+    the KeyboardInterrupt swallowed."""
+
+    def __init__(self, handle: Any) -> None:
+        self.handle = handle
+        self.interrupted = False
+
+    def write(self, data: bytes) -> int:
+        if not self.interrupted:
+            self.interrupted = True
+            try:
+                os.kill(os.getpid(), signal.SIGINT)  # the second one: the handler raises
+                time.sleep(1)
+            except KeyboardInterrupt:
+                raise RuntimeError(
+                    "[enforce fail at inline_container.cc:672] . unexpected pos"
+                ) from None
+        return int(self.handle.write(data))
+
+    def flush(self) -> None:
+        self.handle.flush()
+
+
+def test_a_second_ctrl_c_swallowed_by_torch_save_still_aborts(tmp_path: Path) -> None:
+    path = tmp_path / "baseline_checkpoint.pt"
+    with graceful_stop(), pytest.raises(KeyboardInterrupt):  # not "cannot write ...; free disk"
+        os.kill(os.getpid(), signal.SIGINT)  # the first: stop after this step
+        with writing("checkpoint", path):
+            atomic_write_with(
+                path, lambda handle: torch.save({"w": torch.zeros(4)}, InterruptedFile(handle))
+            )
+    assert list(tmp_path.iterdir()) == []  # no temporary file left behind
+    # a failed write with no abort under way is still the one-line error it was
+    with (
+        pytest.raises(TrainingError, match="cannot write the checkpoint"),
+        writing("checkpoint", path),
+    ):
+        raise RuntimeError("unexpected pos 0 vs 64")

@@ -9,8 +9,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -34,12 +34,12 @@ def atomic_file(
     ``before_replace`` runs once the data is flushed and fsynced, just before the rename.
     """
     path = Path(path)
-    fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{path.name}.", suffix=layout.TEMPORARY_FILE_SUFFIX, dir=path.parent
-    )
-    tmp = Path(tmp_name)
-    os.fchmod(fd, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual file mode
+    # The temporary name is chosen before the file exists, so that a KeyboardInterrupt (a
+    # second Ctrl-C) at any moment after its creation finds the name here and removes it.
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(8)}{layout.TEMPORARY_FILE_SUFFIX}"
     try:
+        # O_EXCL: never an existing file; 0o666 less the umask, the usual file mode
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         with os.fdopen(fd, mode) as handle:
             yield handle
             handle.flush()
@@ -48,15 +48,10 @@ def atomic_file(
             before_replace()
         os.replace(tmp, path)
         _fsync_directory(path.parent)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+    except BaseException as error:
+        if not (isinstance(error, FileExistsError) and error.filename == os.fspath(tmp)):
+            tmp.unlink(missing_ok=True)  # ours (an existing file of that name is left alone)
         raise
-
-
-def _umask() -> int:
-    current = os.umask(0)
-    os.umask(current)
-    return current
 
 
 def _fsync_directory(directory: Path) -> None:

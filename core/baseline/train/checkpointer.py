@@ -39,6 +39,7 @@ from baseline.runs.sharded_checkpoint import (
     save_sharded_checkpoint,
 )
 from baseline.train.loss_windows import empty_pending, mean_pending, pending_by_cadence, plain
+from baseline.train.signals import aborting
 
 log = logging.getLogger("baseline")
 
@@ -298,6 +299,8 @@ def writing(what: str, path: Path) -> Iterator[None]:
     try:
         yield
     except (OSError, RuntimeError) as error:  # torch.save reports failed writes as RuntimeError
+        if aborting():  # a second Ctrl-C inside torch.save's writer, not a full disk
+            raise KeyboardInterrupt from None
         reason = getattr(error, "strerror", None) or str(error).splitlines()[0]
         raise TrainingError(
             f"cannot write the {what} {path} ({reason}); the previous files are intact. "

@@ -16,6 +16,17 @@ from types import FrameType
 log = logging.getLogger("baseline")
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+#: Set while a second signal's ``KeyboardInterrupt`` is on its way out: a write that fails
+#: meanwhile failed because of it (torch.save's C++ writer turns an exception raised in its
+#: write callback into a ``RuntimeError``), see :func:`aborting`.
+_ABORTING = threading.Event()
+
+
+def aborting() -> bool:
+    """Whether a second stop signal has aborted training in this process (its
+    ``KeyboardInterrupt`` may have been swallowed by a library and re-raised as another
+    error, which should then be the abort, not a failure)."""
+    return _ABORTING.is_set()
 
 
 class StopRequest:
@@ -45,6 +56,7 @@ def graceful_stop() -> Iterator[StopRequest]:
 
     def handle(signum: int, _frame: FrameType | None) -> None:
         if request.signum is not None:
+            _ABORTING.set()
             raise KeyboardInterrupt  # second signal: abort now
         request.signum = signum
         log.warning(
@@ -53,9 +65,11 @@ def graceful_stop() -> Iterator[StopRequest]:
             signal.Signals(signum).name,
         )
 
+    _ABORTING.clear()
     previous = {signum: signal.signal(signum, handle) for signum in STOP_SIGNALS}
     try:
         yield request
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+        _ABORTING.clear()
